@@ -1,0 +1,203 @@
+"""Everything transformers-v2l knows about one VLM family.
+
+A backbone answers four questions for the rest of the library:
+
+1. where the text decoder layers are, and which linear modules an adapter may target;
+2. the shapes of those modules (`d_in`, `d_out`), from a live model or from its config alone;
+3. how to get the residual stream entering every decoder layer (`[B, L, S, H]`) in one forward
+   pass of the inner model;
+4. the module paths a PEFT adapter uses for them.
+
+Adding another VLM family means adding one `Video2LoraBackbone` subclass here and registering it.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from .errors import AdapterMismatchError
+
+__all__ = ["BACKBONES", "SmolVLMBackbone", "Video2LoraBackbone", "get_backbone", "register_backbone"]
+
+
+class Video2LoraBackbone:
+    """Adapter between transformers-v2l and one family of vision-language models.
+
+    Args:
+        model: the full generative model (for example a `SmolVLMForConditionalGeneration`).
+
+    Example:
+        ```python
+        backbone = get_backbone(vlm)
+        features, mask = backbone.extract_features(**inputs)  # [B, L, S, H], [B, S]
+        ```
+    """
+
+    model_types: ClassVar[tuple[str, ...]] = ()
+    #: module name -> sub-path inside one decoder layer
+    module_subpaths: ClassVar[dict[str, str]] = {}
+    #: attribute path from the generative model to the decoder layer list
+    layers_path: ClassVar[str] = ""
+
+    def __init__(self, model: nn.Module):
+        self.model = model
+
+    # ---- static knowledge, from the config alone -------------------------------------------
+    @classmethod
+    def text_config(cls, config) -> Any:
+        raise NotImplementedError
+
+    @classmethod
+    def module_shapes(cls, config, target_modules: list[str]) -> dict[str, tuple[int, int]]:
+        """`{module: (d_in, d_out)}` of the text decoder's target modules, read from a config."""
+        raise NotImplementedError
+
+    @classmethod
+    def module_path(cls, layer: int, module: str) -> str:
+        """Dotted path of one target module, relative to the generative model."""
+        cls.check_module_names([module])
+        return f"{cls.layers_path}.{layer}.{cls.module_subpaths[module]}"
+
+    @classmethod
+    def peft_target_regex(cls, target_modules: list[str]) -> str:
+        """A PEFT `target_modules` regex that matches exactly these text-decoder modules."""
+        cls.check_module_names(target_modules)
+        subpaths = "|".join(re.escape(cls.module_subpaths[m]) for m in sorted(target_modules))
+        return rf".*{re.escape(cls.layers_path)}\.\d+\.(?:{subpaths})"
+
+    @classmethod
+    def check_module_names(cls, target_modules: list[str]) -> None:
+        unknown = sorted(set(target_modules) - set(cls.module_subpaths))
+        if unknown:
+            raise ValueError(
+                f"target_modules {unknown} are not linear modules of a {cls.model_types[0]} text decoder layer; "
+                f"choose from {sorted(cls.module_subpaths)}."
+            )
+
+    # ---- live model ------------------------------------------------------------------------
+    @property
+    def config(self):
+        return self.model.config
+
+    def decoder_layers(self) -> nn.ModuleList:
+        return self.model.get_submodule(self.layers_path)
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.decoder_layers())
+
+    def target_module(self, layer: int, module: str) -> nn.Linear:
+        return self.model.get_submodule(self.module_path(layer, module))
+
+    def live_module_shapes(self, target_modules: list[str]) -> dict[str, tuple[int, int]]:
+        shapes = {}
+        for name in sorted(target_modules):
+            linear = self.target_module(0, name)
+            shapes[name] = (linear.in_features, linear.out_features)
+        return shapes
+
+    def extract_features(self, **inputs) -> tuple[torch.Tensor, torch.Tensor]:
+        """Residual stream entering each decoder layer, and its attention mask.
+
+        Returns:
+            `(features, attention_mask)`: `[B, L, S, H]` in the model's dtype and `[B, S]` int64.
+        """
+        raise NotImplementedError
+
+    def check_shapes(self, num_layers: int, shapes: dict[str, tuple[int, int]], what: str) -> None:
+        """Raise `AdapterMismatchError` unless `num_layers` and `shapes` fit this live model."""
+        found_layers = self.num_layers
+        found = self.live_module_shapes(list(shapes))
+        if found_layers != num_layers or {k: tuple(v) for k, v in shapes.items()} != found:
+            raise AdapterMismatchError(
+                f"{what} was built for a text decoder with {num_layers} layers and module shapes "
+                f"{ {k: tuple(v) for k, v in shapes.items()} } (d_in, d_out), but the base model "
+                f"{getattr(self.config, '_name_or_path', '') or type(self.model).__name__} has "
+                f"{found_layers} layers and {found}."
+            )
+
+
+class SmolVLMBackbone(Video2LoraBackbone):
+    """SmolVLM and SmolVLM2 (`SmolVLMForConditionalGeneration`, a Llama text decoder)."""
+
+    model_types = ("smolvlm", "idefics3")
+    module_subpaths: ClassVar[dict[str, str]] = {
+        "q_proj": "self_attn.q_proj",
+        "k_proj": "self_attn.k_proj",
+        "v_proj": "self_attn.v_proj",
+        "o_proj": "self_attn.o_proj",
+        "gate_proj": "mlp.gate_proj",
+        "up_proj": "mlp.up_proj",
+        "down_proj": "mlp.down_proj",
+    }
+    layers_path = "model.text_model.layers"
+
+    @classmethod
+    def text_config(cls, config):
+        return config.text_config
+
+    @classmethod
+    def module_shapes(cls, config, target_modules: list[str]) -> dict[str, tuple[int, int]]:
+        cls.check_module_names(target_modules)
+        text = cls.text_config(config)
+        hidden, inter = text.hidden_size, text.intermediate_size
+        head_dim = getattr(text, "head_dim", None) or hidden // text.num_attention_heads
+        q_dim = text.num_attention_heads * head_dim
+        kv_dim = (text.num_key_value_heads or text.num_attention_heads) * head_dim
+        table = {
+            "q_proj": (hidden, q_dim),
+            "k_proj": (hidden, kv_dim),
+            "v_proj": (hidden, kv_dim),
+            "o_proj": (q_dim, hidden),
+            "gate_proj": (hidden, inter),
+            "up_proj": (hidden, inter),
+            "down_proj": (inter, hidden),
+        }
+        return {name: table[name] for name in sorted(target_modules)}
+
+    def extract_features(self, **inputs) -> tuple[torch.Tensor, torch.Tensor]:
+        inner = self.model.model  # SmolVLMModel: vision tower, connector, text decoder; no LM head
+        pixel_values = inputs.get("pixel_values")
+        if pixel_values is not None:
+            inputs["pixel_values"] = pixel_values.to(self.model.dtype)
+        outputs = inner(**inputs, output_hidden_states=True, use_cache=False, return_dict=True)
+        hidden_states = outputs.hidden_states  # L + 1 entries: layer inputs 0..L-1, then the final norm
+        num_layers = self.num_layers
+        kept = hidden_states[:num_layers] if len(hidden_states) == num_layers + 1 else hidden_states[-num_layers:]
+        features = torch.stack(kept, dim=1)  # [B, L, S, H]
+        mask = inputs.get("attention_mask")
+        if mask is None:
+            mask = torch.ones(features.shape[0], features.shape[2], dtype=torch.long, device=features.device)
+        return features, mask.long()
+
+
+BACKBONES: dict[str, type[Video2LoraBackbone]] = {}
+
+
+def register_backbone(cls: type[Video2LoraBackbone]) -> type[Video2LoraBackbone]:
+    """Register a backbone class for each `model_type` it declares."""
+    for model_type in cls.model_types:
+        BACKBONES[model_type] = cls
+    return cls
+
+
+register_backbone(SmolVLMBackbone)
+
+
+def backbone_class(model_type: str) -> type[Video2LoraBackbone]:
+    try:
+        return BACKBONES[model_type]
+    except KeyError:
+        raise ValueError(
+            f"transformers-v2l has no backbone for model_type {model_type!r}; supported: {sorted(BACKBONES)}. "
+            "Add a Video2LoraBackbone subclass in transformers_v2l/backbones.py."
+        ) from None
+
+
+def get_backbone(model: nn.Module) -> Video2LoraBackbone:
+    """The backbone wrapper for a live generative VLM."""
+    return backbone_class(model.config.model_type)(model)

@@ -1,0 +1,330 @@
+"""The user-facing pipeline of `Video2LoraHypernetwork`: internalize videos, answer from adapters.
+
+This mixin holds the runtime state that is not part of the hypernetwork checkpoint: the frozen base
+VLM (held by reference, never a submodule, so it is never saved and never trained), its backbone
+wrapper and the processor.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .backbones import Video2LoraBackbone, get_backbone
+from .errors import AdapterMismatchError, CheckpointMismatchError
+from .injection import inject_lora
+from .lora import GeneratedLora, stack_adapters
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["Video2LoraInferenceMixin"]
+
+
+def is_single_video(videos: Any) -> bool:
+    """A path, bytes, a file object, one `[T, H, W, 3]` array, or a list of PIL images is one video."""
+    if isinstance(videos, (str, os.PathLike, bytes, bytearray)) or hasattr(videos, "read"):
+        return True
+    if isinstance(videos, (np.ndarray, torch.Tensor)):
+        return videos.ndim == 4
+    if isinstance(videos, Sequence) and videos:
+        return type(videos[0]).__module__.startswith("PIL")
+    return False
+
+
+class Video2LoraInferenceMixin:
+    """Internalization and answering on top of the hypernetwork's `forward`."""
+
+    # ---- runtime state ------------------------------------------------------------------
+    def _init_runtime(self, base_model=None, processor=None, base_model_kwargs: dict | None = None) -> None:
+        object.__setattr__(self, "_vlm", None)
+        object.__setattr__(self, "_backbone", None)
+        object.__setattr__(self, "_processor", processor)
+        object.__setattr__(self, "_base_model_kwargs", dict(base_model_kwargs or {}))
+        if base_model is not None:
+            self.attach_base_model(base_model)
+
+    def attach_base_model(self, base_model: torch.nn.Module) -> None:
+        """Use `base_model` as the frozen VLM; its text-tower shapes must match the configuration.
+
+        Args:
+            base_model: a loaded VLM of the family this hypernetwork was built for.
+
+        Example:
+            ```python
+            hn.attach_base_model(SmolVLMForConditionalGeneration.from_pretrained(path))
+            ```
+        """
+        backbone = get_backbone(base_model)
+        shapes = {m: tuple(s) for m, s in self.config.module_shapes.items()}
+        try:
+            backbone.check_shapes(self.config.num_hidden_layers, shapes, "This hypernetwork")
+        except AdapterMismatchError as error:
+            raise CheckpointMismatchError(str(error)) from None
+        object.__setattr__(self, "_vlm", base_model.eval())
+        object.__setattr__(self, "_backbone", backbone)
+
+    @property
+    def vlm(self) -> torch.nn.Module:
+        """The frozen base VLM, loaded from `config.base_model_name_or_path` on first use."""
+        if self._vlm is None:
+            from transformers import AutoModelForImageTextToText
+
+            name = self.config.base_model_name_or_path
+            if not name:
+                raise ValueError("No base model: pass base_model= or set config.base_model_name_or_path.")
+            kwargs = {"dtype": "auto", **self._base_model_kwargs}
+            logger.info("Loading the frozen base model %s", name)
+            self.attach_base_model(AutoModelForImageTextToText.from_pretrained(name, **kwargs))
+        return self._vlm
+
+    @property
+    def backbone(self) -> Video2LoraBackbone:
+        self.vlm  # noqa: B018 (loads the base model if needed)
+        return self._backbone
+
+    @property
+    def processor(self):
+        """The `Video2LoraProcessor` of the base model, with this hypernetwork's encoding settings."""
+        if self._processor is None:
+            from .processing_video2lora import Video2LoraProcessor
+
+            name = self.config.base_model_name_or_path
+            if not name:
+                raise ValueError("No processor: pass processor= or set config.base_model_name_or_path.")
+            object.__setattr__(self, "_processor", Video2LoraProcessor.from_pretrained(name))
+        return self._processor
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        pretrained_model_name_or_path: str | os.PathLike,
+        *args,
+        base_model: torch.nn.Module | None = None,
+        processor=None,
+        base_model_kwargs: dict | None = None,
+        **kwargs,
+    ):
+        """Load a hypernetwork checkpoint (safetensors + config.json) from a folder or a Hub repo.
+
+        Args:
+            pretrained_model_name_or_path: a local folder or a Hub repo id.
+            base_model: reuse a loaded VLM instead of loading `config.base_model_name_or_path`.
+            processor: reuse a `Video2LoraProcessor`.
+            base_model_kwargs: keyword arguments for loading the base VLM (for example `{"dtype": torch.float32}`).
+            **kwargs: passed to `PreTrainedModel.from_pretrained` (for example `revision`).
+
+        Returns:
+            The `Video2LoraHypernetwork`.
+
+        Example:
+            ```python
+            hn = Video2LoraHypernetwork.from_pretrained("my-hypernet", base_model=vlm)
+            ```
+        """
+        model = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        model._init_runtime(base_model, processor, base_model_kwargs)
+        return model
+
+    # ---- features and adapters ------------------------------------------------------------
+    @torch.no_grad()
+    def extract_features(self, **inputs) -> tuple[torch.Tensor, torch.Tensor]:
+        """Run the frozen VLM once over processor outputs and return `([B, L, S, H], [B, S])`.
+
+        Args:
+            **inputs: `input_ids`, `attention_mask`, `pixel_values`, `pixel_attention_mask` from the processor.
+
+        Returns:
+            The residual stream entering each text decoder layer and its attention mask.
+
+        Example:
+            ```python
+            features, mask = hn.extract_features(**hn.processor.internalization_inputs(["clip.mp4"]))
+            ```
+        """
+        device = next(self.vlm.parameters()).device
+        tensors = {k: v.to(device) for k, v in inputs.items() if torch.is_tensor(v)}
+        return self.backbone.extract_features(**tensors)
+
+    def _adapters_from_output(self, output, metadata: list) -> list[GeneratedLora]:
+        adapters = []
+        for row, meta in enumerate(metadata):
+            adapters.append(
+                GeneratedLora(
+                    lora_A={m: t[row].detach() for m, t in output.lora_A.items()},
+                    lora_B={m: t[row].detach() for m, t in output.lora_B.items()},
+                    scaling=self.config.scaling,
+                    base_model_name_or_path=self.config.base_model_name_or_path,
+                    base_model_type=self.config.base_model_type,
+                    metadata=meta,
+                )
+            )
+        return adapters
+
+    def _provenance(self, video_meta, instruction: str) -> dict:
+        meta = video_meta.to_dict() if hasattr(video_meta, "to_dict") else dict(video_meta or {})
+        meta["instruction"] = instruction
+        meta["hypernetwork"] = getattr(self.config, "_name_or_path", None) or None
+        meta["hypernetwork_revision"] = getattr(self.config, "_commit_hash", None)
+        return meta
+
+    @torch.no_grad()
+    def internalize(
+        self,
+        videos,
+        *,
+        batch_size: int = 1,
+        instruction: str | None = None,
+        num_frames: int | None = None,
+        longest_edge: int | None = None,
+        show_progress: bool | None = None,
+    ) -> GeneratedLora | list[GeneratedLora]:
+        """Turn videos into LoRA adapters: one encoder pass and one hypernetwork pass per batch.
+
+        Args:
+            videos: one video (a path, a file object, bytes, a `[T, H, W, 3]` uint8 array or a list of
+                PIL images) or a list of videos.
+            batch_size: videos per forward pass.
+            instruction: the internalization instruction; defaults to `config.instruction`.
+            num_frames: maximum frames sampled per video; defaults to `config.num_frames`.
+            longest_edge: frame resize target in pixels; defaults to `config.longest_edge`.
+            show_progress: show a progress bar; by default only for more than one batch.
+
+        Returns:
+            A `GeneratedLora` for one video, or a list of them for a list of videos.
+
+        Example:
+            ```python
+            adapter = hn.internalize("clip.mp4")
+            adapters = hn.internalize(["a.mp4", "b.avi"], batch_size=2)
+            ```
+        """
+        single = is_single_video(videos)
+        items = [videos] if single else list(videos)
+        if not items:
+            raise ValueError("internalize() needs at least one video.")
+        instruction = instruction or self.config.instruction
+        settings = {
+            "instruction": instruction,
+            "num_frames": num_frames or self.config.num_frames,
+            "longest_edge": longest_edge or self.config.longest_edge,
+        }
+        starts = range(0, len(items), batch_size)
+        progress = show_progress if show_progress is not None else len(starts) > 1
+        adapters: list[GeneratedLora] = []
+        for start in tqdm(starts, desc="Internalizing", disable=not progress, unit="batch"):
+            inputs = self.processor.internalization_inputs(items[start : start + batch_size], **settings)
+            metadata = inputs.pop("video_metadata")
+            features, mask = self.extract_features(**inputs)
+            output = self(context_features=features, context_attention_mask=mask)
+            provenance = [self._provenance(meta, instruction) for meta in metadata]
+            adapters.extend(self._adapters_from_output(output, provenance))
+        return adapters[0] if single else adapters
+
+    # ---- answering ----------------------------------------------------------------------
+    def check_adapter(self, adapter: GeneratedLora) -> None:
+        """Raise `AdapterMismatchError` unless `adapter` fits this hypernetwork's base model."""
+        if adapter.base_model_type != self.config.base_model_type:
+            raise AdapterMismatchError(
+                f"The adapter was generated for a {adapter.base_model_type!r} model, but this base model is "
+                f"{self.config.base_model_type!r}."
+            )
+        self.backbone.check_shapes(adapter.num_layers, adapter.module_shapes, "The adapter")
+
+    def _generate(self, inputs, max_new_tokens: int, generate_kwargs: dict) -> list[str]:
+        device = next(self.vlm.parameters()).device
+        tensors = {k: v.to(device) for k, v in inputs.items() if torch.is_tensor(v)}
+        tokenizer = self.processor.tokenizer
+        kwargs = {"do_sample": False, "pad_token_id": tokenizer.pad_token_id, **generate_kwargs}
+        output = self.vlm.generate(**tensors, max_new_tokens=max_new_tokens, **kwargs)
+        new_tokens = output[:, tensors["input_ids"].shape[1] :]
+        return [text.strip() for text in tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
+
+    @torch.no_grad()
+    def answer(
+        self,
+        adapters: GeneratedLora | Sequence[GeneratedLora],
+        questions: str | Sequence[str],
+        *,
+        max_new_tokens: int = 64,
+        **generate_kwargs,
+    ) -> str | list[str]:
+        """Answer questions from adapters alone: the prompt holds no visual tokens.
+
+        Args:
+            adapters: one adapter (shared by every question) or one adapter per question.
+            questions: a question or a list of questions, answered in one batch.
+            max_new_tokens: generation budget per answer.
+            **generate_kwargs: passed to `generate` (greedy by default).
+
+        Returns:
+            The answer for a single question, or a list of answers.
+
+        Example:
+            ```python
+            hn.answer(adapter, "What happens in the video?", max_new_tokens=64)
+            hn.answer([adapter_a, adapter_b], ["Q for a", "Q for b"])
+            ```
+        """
+        single = isinstance(questions, str)
+        prompts = [questions] if single else list(questions)
+        rows = [adapters] if isinstance(adapters, GeneratedLora) else list(adapters)
+        if len(rows) == 1 and len(prompts) > 1:
+            rows = rows * len(prompts)
+        if len(rows) != len(prompts):
+            raise ValueError(f"answer() got {len(rows)} adapters for {len(prompts)} questions; give one or one per question.")
+        for adapter in {id(a): a for a in rows}.values():
+            self.check_adapter(adapter)
+        lora_A, lora_B, scaling = stack_adapters(rows)
+        inputs = self.processor.query_inputs(prompts)
+        with inject_lora(self.backbone, lora_A, lora_B, scaling):
+            answers = self._generate(inputs, max_new_tokens, generate_kwargs)
+        return answers[0] if single else answers
+
+    @torch.no_grad()
+    def answer_with_video(
+        self,
+        videos,
+        questions: str | Sequence[str],
+        *,
+        max_new_tokens: int = 64,
+        num_frames: int | None = None,
+        longest_edge: int | None = None,
+        **generate_kwargs,
+    ) -> str | list[str]:
+        """The reference condition: the plain base model answers with the video in its context.
+
+        Args:
+            videos: one video or one video per question.
+            questions: a question or a list of questions.
+            max_new_tokens: generation budget per answer.
+            num_frames: frames sampled per video; defaults to `config.num_frames`.
+            longest_edge: frame resize target; defaults to `config.longest_edge`.
+
+        Returns:
+            The answer, or a list of answers.
+
+        Example:
+            ```python
+            hn.answer_with_video("clip.mp4", "What happens in the video?")
+            ```
+        """
+        single = isinstance(questions, str)
+        prompts = [questions] if single else list(questions)
+        items = [videos] * len(prompts) if is_single_video(videos) else list(videos)
+        if len(items) != len(prompts):
+            raise ValueError(f"answer_with_video() got {len(items)} videos for {len(prompts)} questions.")
+        inputs = self.processor.video_in_context_inputs(
+            items,
+            prompts,
+            num_frames=num_frames or self.config.num_frames,
+            longest_edge=longest_edge or self.config.longest_edge,
+        )
+        inputs.pop("video_metadata", None)
+        answers = self._generate(inputs, max_new_tokens, generate_kwargs)
+        return answers[0] if single else answers

@@ -1,0 +1,324 @@
+"""The Video2LoRA Perceiver hypernetwork (paper section 3.3, Frames2LoRA SPEC section 2).
+
+Einsum and shape letters used below:
+    B batch (videos)       L text decoder layers     S context tokens    H base hidden size
+    N = L * B rows         D latent size             Q encoder queries   P = M * r decoder queries
+    M target modules       r generated rank          R = r (+ r bias ranks)
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from transformers import PreTrainedModel
+from transformers.utils import ModelOutput
+
+from .configuration_video2lora import Video2LoraConfig
+from .inference import Video2LoraInferenceMixin
+
+__all__ = ["Video2LoraHypernetwork", "Video2LoraOutput", "Video2LoraPreTrainedModel"]
+
+
+@dataclass
+class Video2LoraOutput(ModelOutput):
+    """Adapters generated for a batch of videos.
+
+    Args:
+        lora_A: `{module: [B, L, R, d_in]}`, generated ranks followed by the bias ranks.
+        lora_B: `{module: [B, L, R, d_out]}`, rank-major (transposed relative to `nn.Linear.weight`).
+        intermediates: with `output_intermediates=True`, the named activations of every stage.
+    """
+
+    lora_A: dict[str, torch.Tensor] | None = None
+    lora_B: dict[str, torch.Tensor] | None = None
+    intermediates: dict[str, torch.Tensor] | None = None
+
+
+class Video2LoraRMSNorm(nn.Module):
+    def __init__(self, size: int, eps: float):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(size))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x32 = x.float()
+        x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * x32.to(x.dtype)
+
+
+class Video2LoraGatedMLP(nn.Module):
+    """`down(silu(gate(x)) * up(x))`, no biases."""
+
+    def __init__(self, size_in: int, size_hidden: int, size_out: int):
+        super().__init__()
+        self.gate_proj = nn.Linear(size_in, size_hidden, bias=False)
+        self.up_proj = nn.Linear(size_in, size_hidden, bias=False)
+        self.down_proj = nn.Linear(size_hidden, size_out, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down_proj(nn.functional.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class Video2LoraAttention(nn.Module):
+    """Grouped-query attention from latents to a key/value source, with fixed head sizes."""
+
+    def __init__(self, config: Video2LoraConfig):
+        super().__init__()
+        self.num_heads = config.num_attention_heads
+        self.num_kv_heads = config.num_key_value_heads
+        self.head_dim = config.attention_head_dim
+        self.scaling = self.head_dim**-0.5
+        latent = config.latent_size
+        self.q_proj = nn.Linear(latent, self.num_heads * self.head_dim, bias=False)
+        self.k_proj = nn.Linear(latent, self.num_kv_heads * self.head_dim, bias=False)
+        self.v_proj = nn.Linear(latent, self.num_kv_heads * self.head_dim, bias=False)
+        self.o_proj = nn.Linear(self.num_heads * self.head_dim, latent, bias=False)
+
+    def forward(self, latents: torch.Tensor, source: torch.Tensor, key_mask: torch.Tensor | None) -> torch.Tensor:
+        n, k, _ = latents.shape
+        s = source.shape[1]
+        q = self.q_proj(latents).view(n, k, self.num_heads, self.head_dim).transpose(1, 2)  # [N, h, K, d]
+        keys = self.k_proj(source).view(n, s, self.num_kv_heads, self.head_dim).transpose(1, 2)  # [N, g, S', d]
+        values = self.v_proj(source).view(n, s, self.num_kv_heads, self.head_dim).transpose(1, 2)
+        groups = self.num_heads // self.num_kv_heads
+        keys = keys.repeat_interleave(groups, dim=1)  # [N, h, S', d]
+        values = values.repeat_interleave(groups, dim=1)
+        scores = torch.matmul(q, keys.transpose(2, 3)) * self.scaling  # [N, h, K, S']
+        if key_mask is not None:  # [N, S'] bool, True = attend
+            scores = scores.masked_fill(~key_mask[:, None, None, :], torch.finfo(scores.dtype).min)
+        weights = nn.functional.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype)
+        out = torch.matmul(weights, values).transpose(1, 2).reshape(n, k, -1)  # [N, K, h * d]
+        return self.o_proj(out)
+
+
+class Video2LoraPerceiverLayer(nn.Module):
+    """One Perceiver layer: latents attend to `[context; latents]` (cross) or to themselves (self)."""
+
+    def __init__(self, config: Video2LoraConfig, *, cross_attention: bool):
+        super().__init__()
+        size, eps = config.latent_size, config.rms_norm_eps
+        self.cross_attention = cross_attention
+        self.input_latents_norm = Video2LoraRMSNorm(size, eps)
+        self.input_context_norm = Video2LoraRMSNorm(size, eps) if cross_attention else None
+        self.attn = Video2LoraAttention(config)
+        self.post_attention_norm = Video2LoraRMSNorm(size, eps)
+        self.pre_ff_norm = Video2LoraRMSNorm(size, eps)
+        self.mlp = Video2LoraGatedMLP(size, size * config.mlp_expansion, size)
+        self.post_ff_norm = Video2LoraRMSNorm(size, eps)
+
+    def forward(
+        self, latents: torch.Tensor, context: torch.Tensor | None, context_mask: torch.Tensor | None
+    ) -> torch.Tensor:
+        normed = self.input_latents_norm(latents)  # [N, K, D]
+        source, key_mask = normed, None
+        if self.cross_attention:
+            source = torch.cat([self.input_context_norm(context), normed], dim=1)  # [N, S + K, D]
+            if context_mask is not None:
+                latent_keys = context_mask.new_ones(context_mask.shape[0], normed.shape[1])
+                key_mask = torch.cat([context_mask, latent_keys], dim=1)  # [N, S + K]
+        latents = latents + self.post_attention_norm(self.attn(normed, source, key_mask))
+        return latents + self.post_ff_norm(self.mlp(self.pre_ff_norm(latents)))
+
+
+class Video2LoraResampler(nn.Module):
+    """Learned latent queries refined by Perceiver layers over a context, then an RMSNorm."""
+
+    def __init__(self, config: Video2LoraConfig, *, num_queries: int, num_blocks: int, self_attn_per_block: int):
+        super().__init__()
+        self.latents = nn.Parameter(torch.empty(num_queries, config.latent_size))
+        period = 1 + self_attn_per_block
+        self.layers = nn.ModuleList(
+            Video2LoraPerceiverLayer(config, cross_attention=i % period == 0) for i in range(num_blocks * period)
+        )
+        self.norm = Video2LoraRMSNorm(config.latent_size, config.rms_norm_eps)
+
+    def forward(self, context: torch.Tensor, context_mask: torch.Tensor | None = None) -> torch.Tensor:
+        latents = self.latents.unsqueeze(0).expand(context.shape[0], -1, -1).to(context.dtype)  # [N, K, D]
+        for layer in self.layers:
+            latents = layer(latents, context, context_mask)
+        return self.norm(latents)
+
+
+class Video2LoraResidualMLP(nn.Module):
+    """`y = x + LN_out(fc2(silu(fc1(LN_in(x)))))`, the pre-head block."""
+
+    def __init__(self, config: Video2LoraConfig):
+        super().__init__()
+        size, eps = config.latent_size, config.layer_norm_eps
+        self.norm_in = nn.LayerNorm(size, eps=eps)
+        self.fc1 = nn.Linear(size, size * config.mlp_expansion)
+        self.fc2 = nn.Linear(size * config.mlp_expansion, size)
+        self.norm_out = nn.LayerNorm(size, eps=eps)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.norm_out(self.fc2(nn.functional.silu(self.fc1(self.norm_in(x)))))
+
+
+class Video2LoraPreTrainedModel(PreTrainedModel):
+    config_class = Video2LoraConfig
+    base_model_prefix = "video2lora"
+    main_input_name = "context_features"
+    _no_split_modules = ["Video2LoraPerceiverLayer"]
+    _supports_sdpa = False
+
+    @torch.no_grad()
+    def _init_weights(self, module: nn.Module) -> None:
+        config = self.config
+        if isinstance(module, nn.Linear):
+            module.reset_parameters()
+        elif isinstance(module, nn.LayerNorm):
+            module.reset_parameters()
+        elif isinstance(module, Video2LoraRMSNorm):
+            module.weight.fill_(1.0)
+        elif isinstance(module, Video2LoraResampler):
+            module.latents.normal_(0.0, config.initializer_range)
+        elif isinstance(module, Video2LoraHypernetwork):
+            r, size = config.lora_rank, config.latent_size
+            d_lora = module.head.shape[-1]
+            module.head.normal_(0.0, 0.5 / math.sqrt(size + d_lora * r))
+            for name, (d_in, _) in config.module_shapes.items():
+                module.scaler_A[name].fill_(1.0)
+                module.scaler_B[name].zero_()  # the initial adapter is exactly zero
+                if config.use_bias_lora:
+                    module.bias_A[name].normal_(0.0, 0.2 / math.sqrt(d_in * r))
+                    module.bias_B[name].zero_()
+
+
+class Video2LoraHypernetwork(Video2LoraInferenceMixin, Video2LoraPreTrainedModel):
+    r"""A Perceiver hypernetwork that turns a frozen VLM's layer-wise hidden states into a LoRA adapter.
+
+    One Perceiver is shared by all layers (the layer axis is folded into the batch): an input projection,
+    an encoder resampler with `Q` learned queries, and a decoder resampler with one query per target
+    module and rank. A residual MLP, an L2 normalization and a per-layer head map each rank latent to
+    `A [r, d_in]` and `B [r, d_out]`, scaled by learned per-layer, per-rank multipliers (one for `A`,
+    zero for `B`, so the initial adapter is exactly zero). Learned bias ranks may be appended.
+
+    The frozen base VLM is held by reference (`hn.vlm`), never saved with the hypernetwork, and never
+    receives gradients. It is loaded from `config.base_model_name_or_path` on first use unless given.
+
+    Args:
+        config: a `Video2LoraConfig`; if it is not bound to a base model yet, `base_model` binds it.
+        base_model: an optional loaded VLM to reuse (for example a `SmolVLMForConditionalGeneration`).
+        processor: an optional `Video2LoraProcessor`; loaded from the base model's files otherwise.
+
+    Example:
+        ```python
+        config = Video2LoraConfig.from_base_model("HuggingFaceTB/SmolVLM2-500M-Video-Instruct")
+        hn = Video2LoraHypernetwork(config)
+        adapter = hn.internalize("clip.mp4")
+        hn.answer(adapter, "What happens in the video?")
+        ```
+    """
+
+    def __init__(self, config: Video2LoraConfig, base_model: nn.Module | None = None, processor=None):
+        if not config.is_bound:
+            source = base_model if base_model is not None else config.base_model_name_or_path
+            if source is None:
+                raise ValueError(
+                    "Video2LoraConfig is not bound to a base model: use Video2LoraConfig.from_base_model(...) "
+                    "or pass base_model=."
+                )
+            bound = Video2LoraConfig.from_base_model(source, **_unbound_fields(config))
+            config = bound
+        super().__init__(config)
+        shapes = {m: tuple(s) for m, s in config.module_shapes.items()}
+        num_layers, hidden, size, r = config.num_hidden_layers, config.hidden_size, config.latent_size, config.lora_rank
+        self.num_modules = len(shapes)
+        self.input_projection = Video2LoraGatedMLP(hidden, hidden * config.input_expansion, size)
+        self.encoder = Video2LoraResampler(
+            config,
+            num_queries=config.num_latent_queries,
+            num_blocks=config.num_blocks,
+            self_attn_per_block=config.num_self_attn_per_block,
+        )
+        self.decoder = Video2LoraResampler(config, num_queries=self.num_modules * r, num_blocks=1, self_attn_per_block=0)
+        self.pre_head = nn.ModuleList(Video2LoraResidualMLP(config) for _ in range(config.num_pre_head_layers))
+        d_lora = max(d_in + d_out for d_in, d_out in shapes.values())
+        self.head = nn.Parameter(torch.empty(num_layers, self.num_modules, size, d_lora))  # [L, M, D, d_lora]
+        self.scaler_A = nn.ParameterDict({m: nn.Parameter(torch.empty(num_layers, r)) for m in shapes})
+        self.scaler_B = nn.ParameterDict({m: nn.Parameter(torch.empty(num_layers, r)) for m in shapes})
+        if config.use_bias_lora:
+            self.bias_A = nn.ParameterDict({m: nn.Parameter(torch.empty(num_layers, r, d[0])) for m, d in shapes.items()})
+            self.bias_B = nn.ParameterDict({m: nn.Parameter(torch.empty(num_layers, r, d[1])) for m, d in shapes.items()})
+        self._init_runtime(base_model, processor)
+        self.post_init()
+
+    # ------------------------------------------------------------------------------------
+    def forward(
+        self,
+        context_features: torch.Tensor,
+        context_attention_mask: torch.Tensor | None = None,
+        output_intermediates: bool = False,
+    ) -> Video2LoraOutput:
+        r"""Generate one adapter per video from the base model's layer-wise hidden states.
+
+        Args:
+            context_features: `[B, L, S, H]`, the residual stream entering each decoder layer.
+            context_attention_mask: `[B, S]`, 1 for real tokens and 0 for padding.
+            output_intermediates: also return every stage's activations (for debugging and conversion tests).
+
+        Returns:
+            `Video2LoraOutput` with `lora_A[m]` `[B, L, R, d_in]` and `lora_B[m]` `[B, L, R, d_out]`.
+
+        Example:
+            ```python
+            features, mask = hn.extract_features(**inputs)
+            out = hn(context_features=features, context_attention_mask=mask)
+            ```
+        """
+        config = self.config
+        batch, num_layers, seq, hidden = context_features.shape
+        if num_layers != config.num_hidden_layers or hidden != config.hidden_size:
+            from .errors import CheckpointMismatchError
+
+            raise CheckpointMismatchError(
+                f"context_features must be [B, {config.num_hidden_layers}, S, {config.hidden_size}] for this "
+                f"hypernetwork, got {list(context_features.shape)}."
+            )
+        dtype = self.head.dtype
+        rows = context_features.to(dtype).transpose(0, 1).reshape(num_layers * batch, seq, hidden)  # [N, S, H]
+        mask = None
+        if context_attention_mask is not None:
+            mask = context_attention_mask.bool().repeat(num_layers, 1)  # [N, S], row n = l * B + b
+        projected = self.input_projection(rows)  # [N, S, D]
+        encoded = self.encoder(projected, mask)  # [N, Q, D]
+        decoded = self.decoder(encoded)  # [N, M * r, D]
+        r = config.lora_rank
+        latents = decoded.view(num_layers, batch, self.num_modules, r, -1).transpose(0, 1)  # [B, L, M, r, D]
+        pre_head = latents
+        for block in self.pre_head:
+            pre_head = block(pre_head)
+        normalized = pre_head / pre_head.norm(dim=-1, keepdim=True) if config.normalize_head_input else pre_head
+        generated = torch.einsum("blmrd,lmde->blmre", normalized, self.head)  # [B, L, M, r, d_lora]
+
+        lora_A, lora_B, raw_A, raw_B = {}, {}, {}, {}
+        for t, (module, (d_in, d_out)) in enumerate(sorted(config.module_shapes.items())):
+            raw_A[module] = generated[:, :, t, :, :d_in] * self.scaler_A[module][None, :, :, None]  # [B, L, r, d_in]
+            raw_B[module] = generated[:, :, t, :, d_in : d_in + d_out] * self.scaler_B[module][None, :, :, None]
+            lora_A[module], lora_B[module] = raw_A[module], raw_B[module]
+            if config.use_bias_lora:
+                lora_A[module] = torch.cat([raw_A[module], self.bias_A[module].expand(batch, -1, -1, -1)], dim=2)
+                lora_B[module] = torch.cat([raw_B[module], self.bias_B[module].expand(batch, -1, -1, -1)], dim=2)
+
+        intermediates = None
+        if output_intermediates:
+            intermediates = {
+                "input_projection": projected,
+                "encoder": encoded,
+                "decoder": decoded,
+                "pre_head": pre_head,
+                "head_input": normalized,
+                "head_output": generated,
+                **{f"raw_A.{m}": t for m, t in raw_A.items()},
+                **{f"raw_B.{m}": t for m, t in raw_B.items()},
+            }
+        return Video2LoraOutput(lora_A=lora_A, lora_B=lora_B, intermediates=intermediates)
+
+
+def _unbound_fields(config: Video2LoraConfig) -> dict:
+    """The architecture fields of an unbound config, to re-create it bound to a base model."""
+    skip = {"base_model_type", "num_hidden_layers", "hidden_size", "module_shapes"}
+    return {name: getattr(config, name) for name in Video2LoraConfig.field_help() if name not in skip}
