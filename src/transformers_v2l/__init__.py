@@ -17,7 +17,7 @@ from .errors import (
 from .injection import inject_lora
 from .lora import GeneratedLora
 from .modeling_video2lora import Video2LoraHypernetwork, Video2LoraOutput
-# TEMP-UNTIL-HELPER: from .processing_video2lora import Video2LoraProcessor
+from .processing_video2lora import Video2LoraProcessor
 
 __version__ = "0.1.0"
 

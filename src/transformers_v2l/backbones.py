@@ -167,7 +167,11 @@ class SmolVLMBackbone(Video2LoraBackbone):
         outputs = inner(**inputs, output_hidden_states=True, use_cache=False, return_dict=True)
         hidden_states = outputs.hidden_states  # L + 1 entries: layer inputs 0..L-1, then the final norm
         num_layers = self.num_layers
-        kept = hidden_states[:num_layers] if len(hidden_states) == num_layers + 1 else hidden_states[-num_layers:]
+        kept = (
+            hidden_states[:num_layers]
+            if len(hidden_states) == num_layers + 1
+            else hidden_states[-num_layers:]
+        )
         features = torch.stack(kept, dim=1)  # [B, L, S, H]
         mask = inputs.get("attention_mask")
         if mask is None:

@@ -73,7 +73,9 @@ class Video2LoraConfig(PreTrainedConfig):
     model_type = "video2lora"
 
     base_model_name_or_path: str | None = _help("Hub id or local path of the frozen base VLM.", None)
-    base_model_type: str = _help("model_type of the base VLM; selects the backbone (see backbones.py).", "smolvlm")
+    base_model_type: str = _help(
+        "model_type of the base VLM; selects the backbone (see backbones.py).", "smolvlm"
+    )
     num_hidden_layers: int | None = _help("Number of text decoder layers L of the base VLM.", None)
     hidden_size: int | None = _help("Text hidden size H of the base VLM.", None)
     module_shapes: dict = _help("{module: [d_in, d_out]} of each target module in the base VLM.", {})
@@ -141,7 +143,9 @@ class Video2LoraConfig(PreTrainedConfig):
             )
         backbone_class(self.base_model_type).check_module_names(self.target_modules)
         if self.lora_scaling is not None and not self.lora_scaling > 0:
-            raise ValueError(f"Video2LoraConfig.lora_scaling must be positive or None, got {self.lora_scaling!r}.")
+            raise ValueError(
+                f"Video2LoraConfig.lora_scaling must be positive or None, got {self.lora_scaling!r}."
+            )
         if self.video_fps is not None and not self.video_fps > 0:
             raise ValueError(f"Video2LoraConfig.video_fps must be positive or None, got {self.video_fps!r}.")
         if self.skip_secs < 0:
@@ -201,7 +205,9 @@ class Video2LoraConfig(PreTrainedConfig):
             vlm_config = base_model
         else:  # a loaded model
             vlm_config = base_model.config
-        name = kwargs.pop("base_model_name_or_path", None) or name or getattr(vlm_config, "_name_or_path", None)
+        name = (
+            kwargs.pop("base_model_name_or_path", None) or name or getattr(vlm_config, "_name_or_path", None)
+        )
         target_modules = sorted(kwargs.pop("target_modules", ["down_proj"]))
         backbone = backbone_class(vlm_config.model_type)
         text = backbone.text_config(vlm_config)

@@ -277,7 +277,9 @@ class Video2LoraInferenceMixin:
         if len(rows) == 1 and len(prompts) > 1:
             rows = rows * len(prompts)
         if len(rows) != len(prompts):
-            raise ValueError(f"answer() got {len(rows)} adapters for {len(prompts)} questions; give one or one per question.")
+            raise ValueError(
+                f"answer() got {len(rows)} adapters for {len(prompts)} questions; give one or one per question."
+            )
         for adapter in {id(a): a for a in rows}.values():
             self.check_adapter(adapter)
         lora_A, lora_B, scaling = stack_adapters(rows)

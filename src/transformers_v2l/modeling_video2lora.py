@@ -77,11 +77,15 @@ class Video2LoraAttention(nn.Module):
         self.v_proj = nn.Linear(latent, self.num_kv_heads * self.head_dim, bias=False)
         self.o_proj = nn.Linear(self.num_heads * self.head_dim, latent, bias=False)
 
-    def forward(self, latents: torch.Tensor, source: torch.Tensor, key_mask: torch.Tensor | None) -> torch.Tensor:
+    def forward(
+        self, latents: torch.Tensor, source: torch.Tensor, key_mask: torch.Tensor | None
+    ) -> torch.Tensor:
         n, k, _ = latents.shape
         s = source.shape[1]
         q = self.q_proj(latents).view(n, k, self.num_heads, self.head_dim).transpose(1, 2)  # [N, h, K, d]
-        keys = self.k_proj(source).view(n, s, self.num_kv_heads, self.head_dim).transpose(1, 2)  # [N, g, S', d]
+        keys = (
+            self.k_proj(source).view(n, s, self.num_kv_heads, self.head_dim).transpose(1, 2)
+        )  # [N, g, S', d]
         values = self.v_proj(source).view(n, s, self.num_kv_heads, self.head_dim).transpose(1, 2)
         groups = self.num_heads // self.num_kv_heads
         keys = keys.repeat_interleave(groups, dim=1)  # [N, h, S', d]
@@ -126,12 +130,15 @@ class Video2LoraPerceiverLayer(nn.Module):
 class Video2LoraResampler(nn.Module):
     """Learned latent queries refined by Perceiver layers over a context, then an RMSNorm."""
 
-    def __init__(self, config: Video2LoraConfig, *, num_queries: int, num_blocks: int, self_attn_per_block: int):
+    def __init__(
+        self, config: Video2LoraConfig, *, num_queries: int, num_blocks: int, self_attn_per_block: int
+    ):
         super().__init__()
         self.latents = nn.Parameter(torch.empty(num_queries, config.latent_size))
         period = 1 + self_attn_per_block
         self.layers = nn.ModuleList(
-            Video2LoraPerceiverLayer(config, cross_attention=i % period == 0) for i in range(num_blocks * period)
+            Video2LoraPerceiverLayer(config, cross_attention=i % period == 0)
+            for i in range(num_blocks * period)
         )
         self.norm = Video2LoraRMSNorm(config.latent_size, config.rms_norm_eps)
 
@@ -167,9 +174,7 @@ class Video2LoraPreTrainedModel(PreTrainedModel):
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
         config = self.config
-        if isinstance(module, nn.Linear):
-            module.reset_parameters()
-        elif isinstance(module, nn.LayerNorm):
+        if isinstance(module, (nn.Linear, nn.LayerNorm)):
             module.reset_parameters()
         elif isinstance(module, Video2LoraRMSNorm):
             module.weight.fill_(1.0)
@@ -225,7 +230,12 @@ class Video2LoraHypernetwork(Video2LoraInferenceMixin, Video2LoraPreTrainedModel
             config = bound
         super().__init__(config)
         shapes = {m: tuple(s) for m, s in config.module_shapes.items()}
-        num_layers, hidden, size, r = config.num_hidden_layers, config.hidden_size, config.latent_size, config.lora_rank
+        num_layers, hidden, size, r = (
+            config.num_hidden_layers,
+            config.hidden_size,
+            config.latent_size,
+            config.lora_rank,
+        )
         self.num_modules = len(shapes)
         self.input_projection = Video2LoraGatedMLP(hidden, hidden * config.input_expansion, size)
         self.encoder = Video2LoraResampler(
@@ -234,15 +244,23 @@ class Video2LoraHypernetwork(Video2LoraInferenceMixin, Video2LoraPreTrainedModel
             num_blocks=config.num_blocks,
             self_attn_per_block=config.num_self_attn_per_block,
         )
-        self.decoder = Video2LoraResampler(config, num_queries=self.num_modules * r, num_blocks=1, self_attn_per_block=0)
-        self.pre_head = nn.ModuleList(Video2LoraResidualMLP(config) for _ in range(config.num_pre_head_layers))
+        self.decoder = Video2LoraResampler(
+            config, num_queries=self.num_modules * r, num_blocks=1, self_attn_per_block=0
+        )
+        self.pre_head = nn.ModuleList(
+            Video2LoraResidualMLP(config) for _ in range(config.num_pre_head_layers)
+        )
         d_lora = max(d_in + d_out for d_in, d_out in shapes.values())
         self.head = nn.Parameter(torch.empty(num_layers, self.num_modules, size, d_lora))  # [L, M, D, d_lora]
         self.scaler_A = nn.ParameterDict({m: nn.Parameter(torch.empty(num_layers, r)) for m in shapes})
         self.scaler_B = nn.ParameterDict({m: nn.Parameter(torch.empty(num_layers, r)) for m in shapes})
         if config.use_bias_lora:
-            self.bias_A = nn.ParameterDict({m: nn.Parameter(torch.empty(num_layers, r, d[0])) for m, d in shapes.items()})
-            self.bias_B = nn.ParameterDict({m: nn.Parameter(torch.empty(num_layers, r, d[1])) for m, d in shapes.items()})
+            self.bias_A = nn.ParameterDict(
+                {m: nn.Parameter(torch.empty(num_layers, r, d[0])) for m, d in shapes.items()}
+            )
+            self.bias_B = nn.ParameterDict(
+                {m: nn.Parameter(torch.empty(num_layers, r, d[1])) for m, d in shapes.items()}
+            )
         self._init_runtime(base_model, processor)
         self.post_init()
 
@@ -279,7 +297,9 @@ class Video2LoraHypernetwork(Video2LoraInferenceMixin, Video2LoraPreTrainedModel
                 f"hypernetwork, got {list(context_features.shape)}."
             )
         dtype = self.head.dtype
-        rows = context_features.to(dtype).transpose(0, 1).reshape(num_layers * batch, seq, hidden)  # [N, S, H]
+        rows = (
+            context_features.to(dtype).transpose(0, 1).reshape(num_layers * batch, seq, hidden)
+        )  # [N, S, H]
         mask = None
         if context_attention_mask is not None:
             mask = context_attention_mask.bool().repeat(num_layers, 1)  # [N, S], row n = l * B + b
@@ -291,17 +311,27 @@ class Video2LoraHypernetwork(Video2LoraInferenceMixin, Video2LoraPreTrainedModel
         pre_head = latents
         for block in self.pre_head:
             pre_head = block(pre_head)
-        normalized = pre_head / pre_head.norm(dim=-1, keepdim=True) if config.normalize_head_input else pre_head
+        normalized = (
+            pre_head / pre_head.norm(dim=-1, keepdim=True) if config.normalize_head_input else pre_head
+        )
         generated = torch.einsum("blmrd,lmde->blmre", normalized, self.head)  # [B, L, M, r, d_lora]
 
         lora_A, lora_B, raw_A, raw_B = {}, {}, {}, {}
         for t, (module, (d_in, d_out)) in enumerate(sorted(config.module_shapes.items())):
-            raw_A[module] = generated[:, :, t, :, :d_in] * self.scaler_A[module][None, :, :, None]  # [B, L, r, d_in]
-            raw_B[module] = generated[:, :, t, :, d_in : d_in + d_out] * self.scaler_B[module][None, :, :, None]
+            raw_A[module] = (
+                generated[:, :, t, :, :d_in] * self.scaler_A[module][None, :, :, None]
+            )  # [B, L, r, d_in]
+            raw_B[module] = (
+                generated[:, :, t, :, d_in : d_in + d_out] * self.scaler_B[module][None, :, :, None]
+            )
             lora_A[module], lora_B[module] = raw_A[module], raw_B[module]
             if config.use_bias_lora:
-                lora_A[module] = torch.cat([raw_A[module], self.bias_A[module].expand(batch, -1, -1, -1)], dim=2)
-                lora_B[module] = torch.cat([raw_B[module], self.bias_B[module].expand(batch, -1, -1, -1)], dim=2)
+                lora_A[module] = torch.cat(
+                    [raw_A[module], self.bias_A[module].expand(batch, -1, -1, -1)], dim=2
+                )
+                lora_B[module] = torch.cat(
+                    [raw_B[module], self.bias_B[module].expand(batch, -1, -1, -1)], dim=2
+                )
 
         intermediates = None
         if output_intermediates:

@@ -154,7 +154,9 @@ def build_tiny_smolvlm(
     }
     vision = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64,
               "image_size": image_size, "patch_size": patch_size}  # fmt: skip
-    config = _smolvlm_config(vision, text, scale_factor, tokenizer, tokenizer.convert_tokens_to_ids("<image>"))
+    config = _smolvlm_config(
+        vision, text, scale_factor, tokenizer, tokenizer.convert_tokens_to_ids("<image>")
+    )
     torch.manual_seed(seed)
     model = SmolVLMForConditionalGeneration(config).to(dtype).eval()
     model.generation_config.pad_token_id = tokenizer.pad_token_id

@@ -1,0 +1,151 @@
+"""Video2LoraHypernetwork: shapes, zero init, gradients, batching, masking, save and load."""
+
+import pytest
+import torch
+from safetensors import safe_open
+from transformers import AutoModel
+
+from fixtures.models import TINY_HYPERNET, randomize_outputs
+from transformers_v2l import (
+    CheckpointMismatchError,
+    Video2LoraConfig,
+    Video2LoraHypernetwork,
+    inject_lora,
+)
+from transformers_v2l.testing import build_tiny_smolvlm
+
+
+def text_features(hypernet, texts):
+    """Features of right-padded token rows (text only: no processor needed)."""
+    ids = [torch.tensor(t) for t in texts]
+    length = max(len(t) for t in ids)
+    input_ids = torch.zeros(len(ids), length, dtype=torch.long)
+    mask = torch.zeros(len(ids), length, dtype=torch.long)
+    for row, t in enumerate(ids):
+        input_ids[row, : len(t)] = t
+        mask[row, : len(t)] = 1
+    return hypernet.extract_features(input_ids=input_ids, attention_mask=mask)
+
+
+def test_output_shapes(tiny_hypernet):
+    config = tiny_hypernet.config
+    features, mask = text_features(tiny_hypernet, [[5, 9, 12, 40, 41], [7, 8, 9]])
+    assert features.shape == (2, config.num_hidden_layers, 5, config.hidden_size)
+    out = tiny_hypernet(context_features=features, context_attention_mask=mask)
+    d_in, d_out = config.module_shapes["down_proj"]
+    assert out.lora_A["down_proj"].shape == (2, config.num_hidden_layers, config.effective_rank, d_in)
+    assert out.lora_B["down_proj"].shape == (2, config.num_hidden_layers, config.effective_rank, d_out)
+
+
+def test_initial_adapter_is_exactly_zero(tiny_hypernet, tiny_vlm):
+    features, mask = text_features(tiny_hypernet, [[5, 9, 12, 40, 41]])
+    out = tiny_hypernet(context_features=features, context_attention_mask=mask)
+    assert torch.count_nonzero(out.lora_B["down_proj"]) == 0
+    ids = torch.tensor([[1, 20, 30, 40, 50, 60]])
+    with torch.no_grad():
+        base = tiny_vlm(input_ids=ids).logits
+        with inject_lora(tiny_hypernet.backbone, out.lora_A, out.lora_B, tiny_hypernet.config.scaling):
+            adapted = tiny_vlm(input_ids=ids).logits
+    assert torch.equal(base, adapted)
+
+
+def test_one_step_changes_logits_and_only_trains_the_hypernetwork(tiny_hypernet, tiny_vlm):
+    for p in tiny_vlm.parameters():
+        p.requires_grad_(False)
+    try:
+        features, mask = text_features(tiny_hypernet, [[5, 9, 12, 40, 41]])
+        ids = torch.tensor([[1, 20, 30, 40, 50, 60]])
+        with torch.no_grad():
+            base = tiny_vlm(input_ids=ids).logits
+        optimizer = torch.optim.AdamW(tiny_hypernet.parameters(), lr=1e-2)
+        out = tiny_hypernet(context_features=features, context_attention_mask=mask)
+        with inject_lora(tiny_hypernet.backbone, out.lora_A, out.lora_B, tiny_hypernet.config.scaling):
+            loss = tiny_vlm(input_ids=ids, labels=ids).loss
+        loss.backward()
+        assert all(p.grad is None for p in tiny_vlm.parameters())
+        grads = {n: p.grad for n, p in tiny_hypernet.named_parameters()}
+        assert grads["scaler_B.down_proj"] is not None and grads["scaler_B.down_proj"].abs().sum() > 0
+        optimizer.step()
+        out = tiny_hypernet(context_features=features, context_attention_mask=mask)
+        with (
+            torch.no_grad(),
+            inject_lora(tiny_hypernet.backbone, out.lora_A, out.lora_B, tiny_hypernet.config.scaling),
+        ):
+            adapted = tiny_vlm(input_ids=ids).logits
+        assert (adapted - base).abs().max() > 1e-4
+    finally:
+        for p in tiny_vlm.parameters():
+            p.requires_grad_(True)
+
+
+def test_batch_equals_single_rows_and_padding_is_ignored(tiny_hypernet):
+    randomize_outputs(tiny_hypernet)
+    rows = [[5, 9, 12, 40, 41, 42, 43], [7, 8, 9], [30, 31, 32, 33, 34]]
+    features, mask = text_features(tiny_hypernet, rows)
+    with torch.no_grad():
+        batched = tiny_hypernet(context_features=features, context_attention_mask=mask)
+        for row, tokens in enumerate(rows):
+            f, m = text_features(tiny_hypernet, [tokens])
+            single = tiny_hypernet(context_features=f, context_attention_mask=m)
+            for name in ("lora_A", "lora_B"):
+                diff = (
+                    (getattr(batched, name)["down_proj"][row] - getattr(single, name)["down_proj"][0])
+                    .abs()
+                    .max()
+                )
+                assert diff < 1e-5, (name, row, diff)
+        # garbage in padded positions changes nothing
+        noisy = features.clone()
+        noisy[mask[:, None, :, None].expand_as(noisy) == 0] = 1e3
+        again = tiny_hypernet(context_features=noisy, context_attention_mask=mask)
+    assert torch.allclose(again.lora_A["down_proj"], batched.lora_A["down_proj"], atol=1e-6)
+
+
+def test_save_writes_no_base_weights_and_load_restores_outputs(tiny_hypernet, tiny_vlm, tmp_path):
+    randomize_outputs(tiny_hypernet)
+    tiny_hypernet.save_pretrained(tmp_path)
+    files = sorted(p.name for p in tmp_path.iterdir())
+    assert files == ["config.json", "model.safetensors"]
+    with safe_open(tmp_path / "model.safetensors", "pt") as f:
+        keys = set(f.keys())
+    assert keys == set(tiny_hypernet.state_dict())
+    assert not any("text_model" in k or "vision" in k or "lm_head" in k for k in keys)
+
+    loaded = Video2LoraHypernetwork.from_pretrained(tmp_path, base_model=tiny_vlm)
+    auto = AutoModel.from_pretrained(tmp_path)
+    assert isinstance(auto, Video2LoraHypernetwork)
+    features, mask = text_features(tiny_hypernet, [[5, 9, 12, 40, 41]])
+    with torch.no_grad():
+        a = tiny_hypernet(context_features=features, context_attention_mask=mask)
+        b = loaded(context_features=features, context_attention_mask=mask)
+    assert torch.equal(a.lora_A["down_proj"], b.lora_A["down_proj"])
+    assert torch.equal(a.lora_B["down_proj"], b.lora_B["down_proj"])
+    assert loaded.vlm is tiny_vlm
+
+
+def test_base_model_loaded_lazily_by_path(tiny_hypernet, tmp_path):
+    tiny_hypernet.save_pretrained(tmp_path)
+    loaded = Video2LoraHypernetwork.from_pretrained(tmp_path, base_model_kwargs={"dtype": torch.float32})
+    assert loaded._vlm is None
+    assert loaded.vlm.config.text_config.hidden_size == loaded.config.hidden_size
+
+
+def test_checkpoint_on_a_base_model_of_other_shapes(tiny_hypernet, tmp_path):
+    tiny_hypernet.save_pretrained(tmp_path)
+    other, _ = build_tiny_smolvlm(hidden_size=96, intermediate_size=160)
+    with pytest.raises(CheckpointMismatchError, match="layers and module shapes"):
+        Video2LoraHypernetwork.from_pretrained(tmp_path, base_model=other)
+
+
+def test_features_of_wrong_shape_are_refused(tiny_hypernet):
+    config = tiny_hypernet.config
+    with pytest.raises(CheckpointMismatchError, match="context_features"):
+        tiny_hypernet(context_features=torch.zeros(1, config.num_hidden_layers + 1, 3, config.hidden_size))
+
+
+def test_unbound_config_binds_to_the_given_base_model(tiny_vlm):
+    config = Video2LoraConfig(**TINY_HYPERNET)
+    hypernet = Video2LoraHypernetwork(config, base_model=tiny_vlm)
+    assert hypernet.config.hidden_size == tiny_vlm.config.text_config.hidden_size
+    with pytest.raises(ValueError, match="not bound"):
+        Video2LoraHypernetwork(Video2LoraConfig(**TINY_HYPERNET))
