@@ -59,6 +59,7 @@ class Video2LoraConfig(PreTrainedConfig):
         longest_edge: Longest edge (px) frames are resized to before tiling.
         video_fps: Target sampling rate; `None` uses the processor's (1 fps for SmolVLM2).
         skip_secs: Seconds skipped at each end of a long video, as SmolVLM2 does.
+        resize_mode: Frame resizing the processor uses (`"transformers-5"` or `"frames2lora"`); `None` keeps its default.
         source: Provenance of converted checkpoints (for example the Frames2LoRA file and its SHA-256).
 
     Example:
@@ -101,6 +102,11 @@ class Video2LoraConfig(PreTrainedConfig):
     longest_edge: int = _help("Longest edge in pixels that frames are resized to.", 384)
     video_fps: float | None = _help("Target frame sampling rate; None uses the processor's (1 fps).", None)
     skip_secs: float = _help("Seconds skipped at each end of a long video (SmolVLM2's rule).", 1.0)
+    resize_mode: str | None = _help(
+        "Frame resizing of the processor: 'transformers-5' (the official processor), 'frames2lora' "
+        "(transformers 4.51.3, as the released checkpoints were trained) or None for the processor's default.",
+        None,
+    )
     initializer_range: float = _help("Std of the latent queries' normal init.", 1.0)
     source: dict | None = _help("Provenance of a converted checkpoint (file, repo, revision, sha256).", None)
 
@@ -148,6 +154,10 @@ class Video2LoraConfig(PreTrainedConfig):
             )
         if self.video_fps is not None and not self.video_fps > 0:
             raise ValueError(f"Video2LoraConfig.video_fps must be positive or None, got {self.video_fps!r}.")
+        if self.resize_mode not in (None, "transformers-5", "frames2lora"):
+            raise ValueError(
+                f"Video2LoraConfig.resize_mode must be 'transformers-5', 'frames2lora' or None, got {self.resize_mode!r}."
+            )
         if self.skip_secs < 0:
             raise ValueError(f"Video2LoraConfig.skip_secs must be >= 0, got {self.skip_secs!r}.")
         if self.module_shapes and set(self.module_shapes) != set(self.target_modules):

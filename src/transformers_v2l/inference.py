@@ -97,7 +97,8 @@ class Video2LoraInferenceMixin:
             name = self.config.base_model_name_or_path
             if not name:
                 raise ValueError("No processor: pass processor= or set config.base_model_name_or_path.")
-            object.__setattr__(self, "_processor", Video2LoraProcessor.from_pretrained(name))
+            overrides = {"resize_mode": self.config.resize_mode} if self.config.resize_mode else {}
+            object.__setattr__(self, "_processor", Video2LoraProcessor.from_pretrained(name, **overrides))
         return self._processor
 
     @classmethod

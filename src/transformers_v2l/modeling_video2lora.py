@@ -17,6 +17,7 @@ from transformers import PreTrainedModel
 from transformers.utils import ModelOutput
 
 from .configuration_video2lora import Video2LoraConfig
+from .frames2lora import from_frames2lora
 from .inference import Video2LoraInferenceMixin
 
 __all__ = ["Video2LoraHypernetwork", "Video2LoraOutput", "Video2LoraPreTrainedModel"]
@@ -263,6 +264,8 @@ class Video2LoraHypernetwork(Video2LoraInferenceMixin, Video2LoraPreTrainedModel
             )
         self._init_runtime(base_model, processor)
         self.post_init()
+
+    from_frames2lora = classmethod(from_frames2lora)
 
     # ------------------------------------------------------------------------------------
     def forward(
