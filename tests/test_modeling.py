@@ -105,7 +105,7 @@ def test_save_writes_no_base_weights_and_load_restores_outputs(tiny_hypernet, ti
     randomize_outputs(tiny_hypernet)
     tiny_hypernet.save_pretrained(tmp_path)
     files = sorted(p.name for p in tmp_path.iterdir())
-    assert files == ["config.json", "model.safetensors"]
+    assert files == ["README.md", "config.json", "model.safetensors"]
     with safe_open(tmp_path / "model.safetensors", "pt") as f:
         keys = set(f.keys())
     assert keys == set(tiny_hypernet.state_dict())

@@ -2,12 +2,14 @@
 
 from transformers import AutoConfig, AutoModel
 
+from .adapter_ops import MergedAdapter
 from .backbones import SmolVLMBackbone, Video2LoraBackbone, get_backbone, register_backbone
 from .configuration_video2lora import Video2LoraConfig
 from .errors import (
     AdapterMismatchError,
     CheckpointMismatchError,
     EmptyVideoError,
+    HubPushError,
     HubUnavailableError,
     MissingDependencyError,
     UnsafeCheckpointError,
@@ -15,7 +17,7 @@ from .errors import (
     VideoDecodeError,
 )
 from .injection import inject_lora
-from .lora import GeneratedLora
+from .lora import GeneratedLora, GeneratedLoraConfig
 from .modeling_video2lora import Video2LoraHypernetwork, Video2LoraOutput
 from .processing_video2lora import Video2LoraProcessor
 
@@ -29,7 +31,10 @@ __all__ = [
     "CheckpointMismatchError",
     "EmptyVideoError",
     "GeneratedLora",
+    "GeneratedLoraConfig",
+    "HubPushError",
     "HubUnavailableError",
+    "MergedAdapter",
     "MissingDependencyError",
     "SmolVLMBackbone",
     "UnsafeCheckpointError",

@@ -10,6 +10,7 @@ __all__ = [
     "AdapterMismatchError",
     "CheckpointMismatchError",
     "EmptyVideoError",
+    "HubPushError",
     "HubUnavailableError",
     "MissingDependencyError",
     "UnsafeCheckpointError",
@@ -52,6 +53,10 @@ class MissingDependencyError(Video2LoraError, ImportError):
         )
         self.package = package
         self.extra = extra
+
+
+class HubPushError(Video2LoraError, OSError):
+    """Uploading to the Hugging Face Hub failed (the repository, branch, upload or commit was refused)."""
 
 
 class HubUnavailableError(Video2LoraError, OSError):

@@ -46,6 +46,7 @@ class Video2LoraInferenceMixin:
         object.__setattr__(self, "_backbone", None)
         object.__setattr__(self, "_processor", processor)
         object.__setattr__(self, "_base_model_kwargs", dict(base_model_kwargs or {}))
+        object.__setattr__(self, "_hub_revision", None)
         if base_model is not None:
             self.attach_base_model(base_model)
 
@@ -128,8 +129,15 @@ class Video2LoraInferenceMixin:
             hn = Video2LoraHypernetwork.from_pretrained("my-hypernet", base_model=vlm)
             ```
         """
+        from .hub import resolve_commit_hash
+
         model = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
         model._init_runtime(base_model, processor, base_model_kwargs)
+        hub = {key: kwargs.get(key) for key in ("revision", "token", "cache_dir")}
+        revision = resolve_commit_hash(
+            pretrained_model_name_or_path, **hub, local_files_only=kwargs.get("local_files_only", False)
+        )
+        object.__setattr__(model, "_hub_revision", revision)
         return model
 
     # ---- features and adapters ------------------------------------------------------------
@@ -167,11 +175,11 @@ class Video2LoraInferenceMixin:
             )
         return adapters
 
-    def _provenance(self, video_meta, instruction: str) -> dict:
+    def _provenance(self, video_meta, settings: dict) -> dict:
         meta = video_meta.to_dict() if hasattr(video_meta, "to_dict") else dict(video_meta or {})
-        meta["instruction"] = instruction
+        meta.update(settings)  # instruction, num_frames, longest_edge
         meta["hypernetwork"] = getattr(self.config, "_name_or_path", None) or None
-        meta["hypernetwork_revision"] = getattr(self.config, "_commit_hash", None)
+        meta["hypernetwork_revision"] = self._hub_revision
         return meta
 
     @torch.no_grad()
@@ -223,19 +231,24 @@ class Video2LoraInferenceMixin:
             metadata = inputs.pop("video_metadata")
             features, mask = self.extract_features(**inputs)
             output = self(context_features=features, context_attention_mask=mask)
-            provenance = [self._provenance(meta, instruction) for meta in metadata]
+            provenance = [self._provenance(meta, settings) for meta in metadata]
             adapters.extend(self._adapters_from_output(output, provenance))
         return adapters[0] if single else adapters
 
     # ---- answering ----------------------------------------------------------------------
-    def check_adapter(self, adapter: GeneratedLora) -> None:
-        """Raise `AdapterMismatchError` unless `adapter` fits this hypernetwork's base model."""
-        if adapter.base_model_type != self.config.base_model_type:
-            raise AdapterMismatchError(
-                f"The adapter was generated for a {adapter.base_model_type!r} model, but this base model is "
-                f"{self.config.base_model_type!r}."
-            )
-        self.backbone.check_shapes(adapter.num_layers, adapter.module_shapes, "The adapter")
+    def check_adapter(self, adapter: GeneratedLora, *, strict: bool = False) -> None:
+        """Raise `AdapterMismatchError` unless `adapter` fits this hypernetwork's base model.
+
+        Args:
+            adapter: the adapter to check.
+            strict: also require the same `base_model_name_or_path` (otherwise a different name only warns).
+
+        Example:
+            ```python
+            hn.check_adapter(GeneratedLora.from_pretrained("me/lecture-adapter"))
+            ```
+        """
+        adapter.check_compatible(self.vlm, strict=strict)
 
     def _generate(self, inputs, max_new_tokens: int, generate_kwargs: dict) -> list[str]:
         device = next(self.vlm.parameters()).device

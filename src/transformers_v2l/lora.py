@@ -1,18 +1,163 @@
-"""Generated LoRA adapters: the tensors one video becomes, and how batches of them are stacked."""
+"""Generated LoRA adapters: the tensors one video becomes, as standard PEFT adapters.
+
+A `GeneratedLora` holds, for every target module `m`, `lora_A[m]` `[L, R, d_in]` and `lora_B[m]`
+`[L, R, d_out]` (rank-major, as the paper writes them) and a scaling `s`; layer `l` of module `m`
+adds `s * (x @ A[l].T) @ B[l]` to its output. On disk it is a plain PEFT LoRA adapter
+(SPEC section 3.3): `lora_A.weight = A[l]` `[R, d_in]`, `lora_B.weight = B[l].T` `[d_out, R]`,
+`r = R` and `lora_alpha = s * R`, so that PEFT's `lora_alpha / r` is `s`.
+"""
 
 from __future__ import annotations
 
+import json
+import math
+import os
+import re
+import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
+from peft import LoraConfig
+from safetensors.torch import load_file, save_file
 
-__all__ = ["GeneratedLora", "stack_adapters"]
+from . import adapter_ops
+from .backbones import BACKBONES, backbone_class
+from .errors import AdapterMismatchError
+
+__all__ = ["GeneratedLora", "GeneratedLoraConfig", "stack_adapters"]
+
+CONFIG_NAME = "adapter_config.json"
+WEIGHTS_NAME = "adapter_model.safetensors"
+CARD_NAME = "README.md"
+_PEFT_PREFIX = "base_model.model."
+_KEY = re.compile(r"^(?P<path>.+)\.lora_(?P<which>[AB])\.weight$")
 
 
 @dataclass
+class GeneratedLoraConfig(LoraConfig):
+    """The PEFT `LoraConfig` of a generated adapter (SPEC section 3.3).
+
+    It adds no fields: `adapter_config.json` is a plain LORA config that PEFT (and other LoRA
+    consumers) load without warnings. It writes only the keys that decide how the adapter is applied
+    and that PEFT has had for many releases, so older PEFT versions load it without "unexpected
+    keyword" warnings too. `r` is the effective rank `R` (generated ranks plus bias ranks) and
+    `lora_alpha = s * R`, so PEFT's scaling `lora_alpha / r` equals the generated adapter's `s`.
+    `target_modules` is a regex matching exactly the text decoder modules (the vision tower has
+    `q_proj`/`k_proj`/`v_proj` too).
+
+    Example:
+        ```python
+        config = GeneratedLoraConfig.for_generated(
+            rank=32, scaling=128.0, target_modules=["down_proj"], base_model_type="smolvlm",
+            base_model_name_or_path="HuggingFaceTB/SmolVLM2-500M-Video-Instruct",
+        )
+        config.lora_alpha, config.scaling  # 4096.0, 128.0
+        ```
+    """
+
+    #: keys written to adapter_config.json (all exist in PEFT since 0.10)
+    SAVED_KEYS = (
+        "peft_type", "base_model_name_or_path", "revision", "task_type", "inference_mode", "r", "lora_alpha",
+        "lora_dropout", "target_modules", "bias", "fan_in_fan_out", "use_rslora", "use_dora", "modules_to_save",
+        "layers_to_transform", "layers_pattern", "rank_pattern", "alpha_pattern",
+    )  # fmt: skip
+
+    def __post_init__(self):
+        super().__post_init__()
+        alpha = self.lora_alpha
+        rules = {  # field: (holds, what it must be)
+            "r": (isinstance(self.r, int) and self.r > 0, "a positive integer (the effective rank R)"),
+            "lora_alpha": (isinstance(alpha, (int, float)) and math.isfinite(alpha) and alpha != 0, "s * R"),
+            "lora_dropout": (self.lora_dropout == 0, "0"),
+            "bias": (self.bias == "none", '"none"'),
+            "use_rslora": (not self.use_rslora, "False (the scaling is lora_alpha / r)"),
+            "use_dora": (not self.use_dora, "False"),
+            "modules_to_save": (not self.modules_to_save, "empty"),
+            "rank_pattern": (not self.rank_pattern, "empty (one rank everywhere)"),
+            "alpha_pattern": (not self.alpha_pattern, "empty (one scaling everywhere)"),
+            "target_modules": (bool(self.target_modules), "the text decoder modules"),
+        }
+        for name, (holds, expected) in rules.items():
+            if not holds:
+                raise ValueError(
+                    f"GeneratedLoraConfig.{name} must be {expected} for a generated adapter, got {getattr(self, name)!r}."
+                )
+
+    @classmethod
+    def for_generated(
+        cls,
+        *,
+        rank: int,
+        scaling: float,
+        target_modules: Sequence[str],
+        base_model_type: str = "smolvlm",
+        base_model_name_or_path: str | None = None,
+    ) -> GeneratedLoraConfig:
+        """The config of a generated adapter of effective rank `rank` and multiplier `scaling`.
+
+        Args:
+            rank: the effective rank `R`.
+            scaling: the multiplier `s`.
+            target_modules: short module names, for example `["down_proj"]`.
+            base_model_type: the base VLM's `model_type`; selects the module paths.
+            base_model_name_or_path: the base VLM's Hub id or path.
+
+        Returns:
+            A `GeneratedLoraConfig` with `r = rank`, `lora_alpha = scaling * rank` and the exact
+            text-decoder regex as `target_modules`.
+        """
+        regex = backbone_class(base_model_type).peft_target_regex(list(target_modules))
+        return cls(
+            r=int(rank),
+            lora_alpha=float(scaling) * int(rank),
+            lora_dropout=0.0,
+            bias="none",
+            target_modules=regex,
+            base_model_name_or_path=base_model_name_or_path,
+            inference_mode=True,
+        )
+
+    @property
+    def scaling(self) -> float:
+        """PEFT's multiplier `lora_alpha / r` (the generated adapter's `s`)."""
+        return self.lora_alpha / self.r
+
+    def to_dict(self) -> dict[str, Any]:
+        """The `adapter_config.json` content: only `SAVED_KEYS`."""
+        full = super().to_dict()
+        out = {key: full[key] for key in self.SAVED_KEYS if key in full}
+        if isinstance(out.get("target_modules"), set):
+            out["target_modules"] = sorted(out["target_modules"])
+        return out
+
+
+def _validate_tensors(adapter: GeneratedLora) -> None:
+    modules_a, modules_b = set(adapter.lora_A), set(adapter.lora_B)
+    if not modules_a or modules_a != modules_b:
+        raise ValueError(
+            f"GeneratedLora.lora_A and lora_B must cover the same modules, got {sorted(modules_a)} and {sorted(modules_b)}."
+        )
+    layers_ranks = None
+    for module in sorted(modules_a):
+        a, b = adapter.lora_A[module], adapter.lora_B[module]
+        if a.dim() != 3 or b.dim() != 3 or a.shape[:2] != b.shape[:2]:
+            raise ValueError(
+                f"GeneratedLora.lora_A[{module!r}] must be [L, R, d_in] and lora_B[{module!r}] [L, R, d_out] with the same "
+                f"L and R, got {list(a.shape)} and {list(b.shape)}."
+            )
+        if layers_ranks is not None and a.shape[:2] != layers_ranks:
+            raise ValueError(
+                f"Every module of a GeneratedLora must have the same [L, R], got {list(a.shape[:2])} and {list(layers_ranks)}."
+            )
+        layers_ranks = a.shape[:2]
+
+
+@dataclass(eq=False)
 class GeneratedLora:
-    """The LoRA adapter generated for one video.
+    """The LoRA adapter generated for one video, a standard PEFT LoRA adapter on disk.
 
     For every target module `m`, `lora_A[m]` is `[L, R, d_in]` and `lora_B[m]` is `[L, R, d_out]`
     (rank-major, as the paper writes them), and the update of layer `l` is
@@ -24,12 +169,16 @@ class GeneratedLora:
         scaling: the multiplier `s` of the update.
         base_model_name_or_path: the base VLM the adapter was generated for.
         base_model_type: `model_type` of that VLM.
-        metadata: provenance (source video SHA-256, frame indices, resolution, hypernetwork, instruction).
+        metadata: provenance, written to the model card and never to `adapter_config.json`:
+            `video_sha256`, `frame_indices`, `resolution`, `hypernetwork`, `hypernetwork_revision`,
+            `instruction`, and any other JSON-friendly entries.
 
     Example:
         ```python
         adapter = hn.internalize("clip.mp4")
-        adapter.rank, adapter.nbytes
+        adapter.save_pretrained("clip-adapter")
+        adapter.push_to_hub("me/clip-adapter", private=True)
+        GeneratedLora.from_pretrained("me/clip-adapter").prune(8)
         ```
     """
 
@@ -40,6 +189,11 @@ class GeneratedLora:
     base_model_type: str = "smolvlm"
     metadata: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self):
+        _validate_tensors(self)
+        self.scaling = float(self.scaling)
+
+    # ---- shape and size ---------------------------------------------------------------------------
     @property
     def target_modules(self) -> list[str]:
         return sorted(self.lora_A)
@@ -66,16 +220,445 @@ class GeneratedLora:
     def dtype(self) -> torch.dtype:
         return next(iter(self.lora_A.values())).dtype
 
-    def to(self, dtype: torch.dtype | None = None, device: torch.device | str | None = None) -> GeneratedLora:
-        """A copy with tensors cast to `dtype` and/or moved to `device`."""
+    @property
+    def device(self) -> torch.device:
+        return next(iter(self.lora_A.values())).device
+
+    def _replace(self, lora_A=None, lora_B=None, scaling=None, metadata=None) -> GeneratedLora:
         return GeneratedLora(
-            lora_A={m: t.to(device=device, dtype=dtype) for m, t in self.lora_A.items()},
-            lora_B={m: t.to(device=device, dtype=dtype) for m, t in self.lora_B.items()},
-            scaling=self.scaling,
+            lora_A=self.lora_A if lora_A is None else lora_A,
+            lora_B=self.lora_B if lora_B is None else lora_B,
+            scaling=self.scaling if scaling is None else scaling,
             base_model_name_or_path=self.base_model_name_or_path,
             base_model_type=self.base_model_type,
-            metadata=dict(self.metadata),
+            metadata=dict(self.metadata) if metadata is None else metadata,
         )
+
+    def to(self, dtype: torch.dtype | None = None, device: torch.device | str | None = None) -> GeneratedLora:
+        """A copy with tensors cast to `dtype` and/or moved to `device`.
+
+        Example:
+            ```python
+            small = adapter.to(torch.bfloat16)  # half the bytes
+            ```
+        """
+        return self._replace(
+            lora_A={m: t.to(device=device, dtype=dtype) for m, t in self.lora_A.items()},
+            lora_B={m: t.to(device=device, dtype=dtype) for m, t in self.lora_B.items()},
+        )
+
+    def delta_weight(self, module: str) -> torch.Tensor:
+        """The dense update `s * B[l]^T A[l]` of every layer, `[L, d_out, d_in]`, in float32 or wider."""
+        dtype = torch.promote_types(self.dtype, torch.float32)
+        a, b = self.lora_A[module].to(dtype), self.lora_B[module].to(dtype)
+        return self.scaling * b.transpose(1, 2) @ a
+
+    # ---- PEFT format ------------------------------------------------------------------------------
+    @property
+    def config(self) -> GeneratedLoraConfig:
+        """The PEFT config written to `adapter_config.json`."""
+        return GeneratedLoraConfig.for_generated(
+            rank=self.rank,
+            scaling=self.scaling,
+            target_modules=self.target_modules,
+            base_model_type=self.base_model_type,
+            base_model_name_or_path=self.base_model_name_or_path,
+        )
+
+    def to_peft_state_dict(self) -> dict[str, torch.Tensor]:
+        """The PEFT state dict: `base_model.model.<module path>.lora_A.weight` `[R, d_in]` and `.lora_B.weight` `[d_out, R]`.
+
+        Example:
+            ```python
+            sd = adapter.to_peft_state_dict()
+            sd["base_model.model.model.text_model.layers.0.mlp.down_proj.lora_B.weight"].shape  # [d_out, R]
+            ```
+        """
+        backbone = backbone_class(self.base_model_type)
+        state = {}
+        for module in self.target_modules:
+            for layer in range(self.num_layers):
+                key = f"{_PEFT_PREFIX}{backbone.module_path(layer, module)}"
+                state[f"{key}.lora_A.weight"] = self.lora_A[module][layer].clone()  # no shared storage
+                state[f"{key}.lora_B.weight"] = self.lora_B[module][layer].T.contiguous()
+        return state
+
+    @classmethod
+    def from_peft_state_dict(
+        cls,
+        state_dict: dict[str, torch.Tensor],
+        config: LoraConfig | dict[str, Any],
+        *,
+        metadata: dict[str, Any] | None = None,
+        base_model_type: str | None = None,
+    ) -> GeneratedLora:
+        """Rebuild a `GeneratedLora` from a PEFT LoRA state dict and its config.
+
+        Works for adapters written by plain PEFT when every text decoder layer from 0 to the last one
+        has the same rank for every module, and the update is `lora_alpha / r` (or `lora_alpha / sqrt(r)`
+        with rsLoRA), with no DoRA, no LoRA bias and no extra saved modules.
+
+        Args:
+            state_dict: PEFT keys and tensors.
+            config: the adapter's `LoraConfig` or `adapter_config.json` content.
+            metadata: provenance to attach.
+            base_model_type: the VLM family; inferred from the module paths by default.
+
+        Returns:
+            The `GeneratedLora`.
+
+        Raises:
+            AdapterMismatchError: the adapter cannot be represented (names what and why).
+        """
+        cfg = config if isinstance(config, dict) else config.to_dict()
+        peft_type = str(getattr(cfg.get("peft_type"), "value", cfg.get("peft_type")))
+        unsupported = {
+            "peft_type": peft_type not in ("LORA", "None"),
+            "use_dora": bool(cfg.get("use_dora")),
+            "lora_bias": bool(cfg.get("lora_bias")),
+            "modules_to_save": bool(cfg.get("modules_to_save")),
+            "rank_pattern": bool(cfg.get("rank_pattern")),
+            "alpha_pattern": bool(cfg.get("alpha_pattern")),
+        }
+        bad = [f"{k}={cfg.get(k)!r}" for k, v in unsupported.items() if v]
+        if bad:
+            raise AdapterMismatchError(
+                f"This PEFT adapter cannot be used as a generated adapter: {', '.join(bad)}."
+            )
+        paths: dict[str, dict[str, torch.Tensor]] = {}
+        for key, tensor in state_dict.items():
+            match = _KEY.match(key.removeprefix(_PEFT_PREFIX))
+            if match is None:
+                raise AdapterMismatchError(
+                    f"Unexpected tensor {key!r} in a LoRA adapter: expected only '<module>.lora_A.weight' / '.lora_B.weight'."
+                )
+            paths.setdefault(match["path"], {})[match["which"]] = tensor
+        family = base_model_type or _infer_family(list(paths))
+        backbone = backbone_class(family)
+        subpath_to_module = {sub: name for name, sub in backbone.module_subpaths.items()}
+        pattern = re.compile(rf"^{re.escape(backbone.layers_path)}\.(\d+)\.(.+)$")
+        per_module: dict[str, dict[int, tuple[torch.Tensor, torch.Tensor]]] = {}
+        for path, pair in paths.items():
+            match = pattern.match(path)
+            if match is None or match[2] not in subpath_to_module or set(pair) != {"A", "B"}:
+                raise AdapterMismatchError(
+                    f"LoRA weights for {path!r} cannot be used: a generated adapter only targets "
+                    f"{backbone.layers_path}.<i>.<{'|'.join(sorted(subpath_to_module))}> with both lora_A and lora_B."
+                )
+            per_module.setdefault(subpath_to_module[match[2]], {})[int(match[1])] = (pair["A"], pair["B"])
+        lora_A, lora_B = {}, {}
+        for module, layers in per_module.items():
+            missing = sorted(set(range(max(layers) + 1)) - set(layers))
+            if missing:
+                raise AdapterMismatchError(
+                    f"The adapter has no {module} weights for layers {missing}; every layer needs A and B."
+                )
+            lora_A[module] = torch.stack([layers[i][0] for i in range(len(layers))])
+            lora_B[module] = torch.stack([layers[i][1].T for i in range(len(layers))])
+        r, alpha = int(cfg.get("r", 8)), float(cfg.get("lora_alpha", 8))
+        ranks = {m: t.shape[1] for m, t in lora_A.items()}
+        if set(ranks.values()) != {r}:
+            raise AdapterMismatchError(f"adapter_config.json says r={r} but the tensors have ranks {ranks}.")
+        scaling = alpha / math.sqrt(r) if cfg.get("use_rslora") else alpha / r
+        return cls(
+            lora_A=lora_A,
+            lora_B=lora_B,
+            scaling=scaling,
+            base_model_name_or_path=cfg.get("base_model_name_or_path"),
+            base_model_type=family,
+            metadata=dict(metadata or {}),
+        )
+
+    # ---- files and the Hub --------------------------------------------------------------------------
+    def model_card(self, repo_id: str | None = None):
+        """The `huggingface_hub.ModelCard` written as README.md (see `hub.adapter_model_card`)."""
+        from .hub import adapter_model_card
+
+        return adapter_model_card(
+            base_model=self.base_model_name_or_path,
+            target_regex=self.config.target_modules,
+            target_modules=self.target_modules,
+            num_layers=self.num_layers,
+            rank=self.rank,
+            scaling=self.scaling,
+            dtype=str(self.dtype).removeprefix("torch."),
+            nbytes=self.nbytes,
+            provenance={"base_model_type": self.base_model_type, **self.metadata},
+            repo_id=repo_id,
+        )
+
+    def save_pretrained(
+        self,
+        save_directory: str | os.PathLike,
+        *,
+        push_to_hub: bool = False,
+        repo_id: str | None = None,
+        **push_kwargs,
+    ) -> Path:
+        """Write `adapter_config.json`, `adapter_model.safetensors` and `README.md`, atomically.
+
+        Args:
+            save_directory: the folder (created, or updated in place with a rename).
+            push_to_hub: also upload the folder; a failed upload leaves it intact.
+            repo_id: the Hub repository; defaults to the folder name.
+            **push_kwargs: `private`, `revision`, `commit_message`, `create_pr`, `token`.
+
+        Returns:
+            The folder.
+
+        Example:
+            ```python
+            adapter.save_pretrained("clip-adapter")
+            ```
+        """
+        from .hub import atomic_folder, push_folder_to_hub
+
+        target = Path(save_directory)
+        with atomic_folder(target) as tmp:
+            save_file(self.to_peft_state_dict(), str(tmp / WEIGHTS_NAME), metadata={"format": "pt"})
+            self.config.save_pretrained(str(tmp))
+            self.model_card(repo_id).save(tmp / CARD_NAME)
+        if push_to_hub:
+            push_kwargs.setdefault("commit_message", "Upload Video2LoRA adapter")
+            files = [CONFIG_NAME, WEIGHTS_NAME, CARD_NAME]  # not other files the folder may hold
+            push_folder_to_hub(target, repo_id or target.absolute().name, allow_patterns=files, **push_kwargs)
+        return target
+
+    def push_to_hub(
+        self,
+        repo_id: str,
+        *,
+        commit_message: str = "Upload Video2LoRA adapter",
+        commit_description: str | None = None,
+        private: bool | None = None,
+        revision: str | None = None,
+        create_pr: bool = False,
+        token: str | bool | None = None,
+    ):
+        """Upload the adapter (PEFT files plus model card) to a Hub model repository in one commit.
+
+        Args:
+            repo_id: `"namespace/name"`; created if missing.
+            commit_message: the commit title.
+            commit_description: the commit body.
+            private: make a new repository private.
+            revision: the branch to commit to (created from `main` if missing).
+            create_pr: open a pull request instead of committing to the branch.
+            token: a Hub token; defaults to `HF_TOKEN` or the stored login.
+
+        Returns:
+            The `huggingface_hub.CommitInfo` (`.oid` is the new revision).
+
+        Raises:
+            transformers_v2l.hub.HubPushError: the Hub refused or could not be reached.
+
+        Example:
+            ```python
+            info = adapter.push_to_hub("me/clip-adapter", private=True)
+            GeneratedLora.from_pretrained("me/clip-adapter", revision=info.oid)
+            ```
+        """
+        from .hub import push_folder_to_hub
+
+        with tempfile.TemporaryDirectory(prefix="v2l-adapter-") as tmp:
+            folder = self.save_pretrained(Path(tmp) / "adapter", repo_id=repo_id)
+            return push_folder_to_hub(
+                folder,
+                repo_id,
+                commit_message=commit_message,
+                commit_description=commit_description,
+                private=private,
+                revision=revision,
+                create_pr=create_pr,
+                token=token,
+                local_description="Nothing was written locally.",
+            )
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        name_or_path: str | os.PathLike,
+        *,
+        revision: str | None = None,
+        subfolder: str | None = None,
+        token: str | bool | None = None,
+        cache_dir: str | os.PathLike | None = None,
+        local_files_only: bool = False,
+        device: torch.device | str = "cpu",
+        dtype: torch.dtype | None = None,
+    ) -> GeneratedLora:
+        """Load an adapter from a folder or a Hub repository (ours, or a plain PEFT LoRA with per-layer A/B).
+
+        Provenance is read back from the model card's `video2lora:` YAML block when there is one.
+
+        Args:
+            name_or_path: a local folder or a Hub repo id.
+            revision: a branch, tag or commit of the Hub repository.
+            subfolder: a folder inside the repository.
+            token: a Hub token for private repositories.
+            cache_dir: the Hub cache; defaults to `HF_HUB_CACHE`.
+            local_files_only: only use the local cache.
+            device: where to put the tensors.
+            dtype: cast the tensors; default keeps the stored dtype.
+
+        Returns:
+            The `GeneratedLora`.
+
+        Raises:
+            HubUnavailableError: the Hub cannot be reached and the files are not cached.
+            AdapterMismatchError: the files are not a LoRA adapter a generated adapter can represent.
+
+        Example:
+            ```python
+            adapter = GeneratedLora.from_pretrained("me/clip-adapter", revision="main")
+            ```
+        """
+        from .hub import read_card_metadata, resolve_repo_files
+
+        files = resolve_repo_files(
+            name_or_path,
+            [CONFIG_NAME, WEIGHTS_NAME],
+            optional=[CARD_NAME],
+            subfolder=subfolder,
+            revision=revision,
+            token=token,
+            cache_dir=cache_dir,
+            local_files_only=local_files_only,
+        )
+        config = json.loads(files[CONFIG_NAME].read_text())
+        state = load_file(str(files[WEIGHTS_NAME]), device=str(device))
+        if dtype is not None:
+            state = {k: v.to(dtype) for k, v in state.items()}
+        block = dict(read_card_metadata(files[CARD_NAME]).get("video2lora") or {})
+        for key in ("target_modules", "num_layers", "rank", "scaling"):  # derived from the tensors
+            block.pop(key, None)
+        family = block.pop("base_model_type", None)
+        return cls.from_peft_state_dict(state, config, metadata=block, base_model_type=family)
+
+    # ---- algebra (paper section 5.6 and appendix C); implementations in adapter_ops.py ---------------
+    @classmethod
+    def compose(cls, adapters: Sequence[GeneratedLora]) -> GeneratedLora:
+        """Concatenate adapters in rank space: the result's update is the sum of their updates.
+
+        This is the paper's chunk composition (section 5.6): internalize chunks of one video
+        separately and concatenate their ranks. Different scalings are folded into `B`
+        (`B_i * s_i / s_0`), so the result keeps the first adapter's scaling.
+
+        Args:
+            adapters: adapters for the same base model, layers and modules.
+
+        Returns:
+            An adapter of rank `sum(R_i)`; its metadata lists the parts under `composed_from`.
+
+        Raises:
+            AdapterMismatchError: the adapters differ in family, layers, shapes or base model.
+
+        Example:
+            ```python
+            whole = GeneratedLora.compose(hn.internalize([first_half, second_half]))
+            ```
+        """
+        return adapter_ops.compose(adapters)
+
+    def rank_scores(self) -> dict[str, torch.Tensor]:
+        """The importance `||A_r|| * ||B_r||` of every rank slice (paper appendix C): `{module: [L, R]}` float32."""
+        return adapter_ops.rank_scores(self)
+
+    def keep_ranks(self, index: adapter_ops.RankIndex) -> GeneratedLora:
+        """The adapter restricted to some rank slices.
+
+        Args:
+            index: rank indices shared by every layer and module (`[k]`), or `{module: [k] or [L, k]}`.
+
+        Returns:
+            An adapter of rank `k`, slices in the given order.
+
+        Example:
+            ```python
+            adapter.keep_ranks([0, 3, 7])
+            ```
+        """
+        return adapter_ops.keep_ranks(self, index)
+
+    def drop_ranks(self, index: adapter_ops.RankIndex) -> GeneratedLora:
+        """The adapter without some rank slices (the complement of `keep_ranks`, order kept)."""
+        return adapter_ops.drop_ranks(self, index)
+
+    def prune(self, k: int, *, strategy: str = "top", seed: int | None = None) -> GeneratedLora:
+        """Select rank slices per layer and module by their norm product (paper appendix C).
+
+        Args:
+            k: how many slices to keep (for `"remove_top"`: how many to remove).
+            strategy: `"top"` (keep the k highest scores), `"bottom"` (the k lowest), `"random"`
+                (k at random, reproducible with `seed`) or `"remove_top"` (drop the k highest).
+            seed: the random generator's seed for `"random"` (default 0).
+
+        Returns:
+            The pruned adapter, kept slices in their original order; `metadata["rank_selection"]`
+            records the strategy.
+
+        Example:
+            ```python
+            small = adapter.prune(8)  # top-8 per layer and module
+            ablation = adapter.prune(1, strategy="remove_top")
+            ```
+        """
+        return adapter_ops.prune(self, k, strategy=strategy, seed=seed)
+
+    # ---- applying to a model --------------------------------------------------------------------------
+    def check_compatible(self, model: torch.nn.Module, *, strict: bool = False) -> None:
+        """Raise `AdapterMismatchError` unless the adapter fits `model`: family, modules, layers and shapes.
+
+        A different `base_model_name_or_path` with identical shapes only warns (`UserWarning`): names
+        differ for the same weights (a local path and a Hub id, a mirror), and the shapes already
+        guarantee the adapter runs. With `strict=True` it raises.
+
+        Args:
+            model: the base VLM.
+            strict: also require the base model names to match.
+
+        Example:
+            ```python
+            adapter.check_compatible(vlm)
+            ```
+        """
+        adapter_ops.check_compatible(self, model, strict=strict)
+
+    def merge_into(self, model: torch.nn.Module, *, strict: bool = False) -> adapter_ops.MergedAdapter:
+        """Add `s * B[l]^T A[l]` to the target weights, for answering with zero adapter overhead.
+
+        The sum is computed in float32 and stored in the weight's dtype. The original weights are
+        kept (one copy of the target weights), so unmerging restores them bit-exactly.
+
+        Args:
+            model: the base VLM (changed in place; `check_compatible` first).
+            strict: see `check_compatible`.
+
+        Returns:
+            A `MergedAdapter`: a context manager, or call `.unmerge()` (or `GeneratedLora.unmerge(model)`).
+
+        Example:
+            ```python
+            with adapter.merge_into(vlm):
+                out = vlm.generate(**inputs)
+            ```
+        """
+        return adapter_ops.merge_into(self, model, strict=strict)
+
+    @staticmethod
+    def unmerge(model: torch.nn.Module) -> None:
+        """Restore the weights that `merge_into` changed in `model`, bit-exactly."""
+        adapter_ops.unmerge(model)
+
+
+def _infer_family(paths: list[str]) -> str:
+    for backbone in BACKBONES.values():
+        if any(p.startswith(backbone.layers_path + ".") for p in paths):
+            return backbone.model_types[0]
+    raise AdapterMismatchError(
+        f"Cannot tell which VLM family these LoRA weights are for (first module: {paths[0]!r}); supported decoder paths: "
+        f"{sorted({b.layers_path for b in BACKBONES.values()})}."
+    )
 
 
 def stack_adapters(
@@ -95,16 +678,17 @@ def stack_adapters(
     first = adapters[0]
     for adapter in adapters[1:]:
         if adapter.module_shapes != first.module_shapes or adapter.num_layers != first.num_layers:
-            from .errors import AdapterMismatchError
-
             raise AdapterMismatchError(
                 "Adapters in one batch must target the same modules and layers: got "
                 f"{first.num_layers} layers {first.module_shapes} and {adapter.num_layers} layers {adapter.module_shapes}."
             )
     max_rank = max(a.rank for a in adapters)
+    dtype = first.dtype
+    for adapter in adapters[1:]:  # adapters loaded from disk may be bf16 beside fresh fp32 ones
+        dtype = torch.promote_types(dtype, adapter.dtype)
 
     def pad(t: torch.Tensor) -> torch.Tensor:  # [L, R, d] -> [L, R_max, d]
-        return torch.nn.functional.pad(t, (0, 0, 0, max_rank - t.shape[1]))
+        return torch.nn.functional.pad(t.to(dtype), (0, 0, 0, max_rank - t.shape[1]))
 
     lora_A = {m: torch.stack([pad(a.lora_A[m]) for a in adapters]) for m in first.target_modules}
     lora_B = {m: torch.stack([pad(a.lora_B[m]) for a in adapters]) for m in first.target_modules}

@@ -9,7 +9,9 @@ Einsum and shape letters used below:
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -266,6 +268,90 @@ class Video2LoraHypernetwork(Video2LoraInferenceMixin, Video2LoraPreTrainedModel
         self.post_init()
 
     from_frames2lora = classmethod(from_frames2lora)
+
+    def save_pretrained(
+        self,
+        save_directory: str | os.PathLike,
+        *args,
+        push_to_hub: bool = False,
+        model_card_kwargs: dict | None = None,
+        **kwargs,
+    ) -> None:
+        """Save the hypernetwork (config.json + safetensors, no base-model weights) and a README.md model card.
+
+        Args:
+            save_directory: the output folder.
+            push_to_hub: also upload the folder (`repo_id=`, `private=`, `revision=`, ... select where).
+            model_card_kwargs: extra model-card fields (for example `datasets=`, `training=`).
+            **kwargs: passed to `PreTrainedModel.save_pretrained`.
+
+        Example:
+            ```python
+            hn.save_pretrained("my-hypernet")
+            ```
+        """
+        from .hub import push_folder_to_hub, save_hypernetwork_card
+
+        push_keys = ("private", "token", "revision", "create_pr", "commit_message", "commit_description")
+        push_kwargs = {key: kwargs.pop(key) for key in push_keys if key in kwargs}
+        repo_id = kwargs.pop("repo_id", None)
+        super().save_pretrained(save_directory, *args, **kwargs)
+        if kwargs.get("is_main_process", True):
+            save_hypernetwork_card(save_directory, self.config, repo_id=repo_id, **(model_card_kwargs or {}))
+            if push_to_hub:
+                push_kwargs.setdefault("commit_message", "Upload Video2LoRA hypernetwork")
+                push_folder_to_hub(
+                    save_directory, repo_id or Path(save_directory).absolute().name, **push_kwargs
+                )
+
+    def push_to_hub(
+        self,
+        repo_id: str,
+        *,
+        commit_message: str = "Upload Video2LoRA hypernetwork",
+        commit_description: str | None = None,
+        private: bool | None = None,
+        revision: str | None = None,
+        create_pr: bool = False,
+        token: str | bool | None = None,
+        max_shard_size: str = "5GB",
+        model_card_kwargs: dict | None = None,
+    ):
+        """Upload config.json, the safetensors weights and a model card in one commit.
+
+        Args:
+            repo_id: the Hub repository, created if needed.
+            commit_message: the commit title.
+            commit_description: the commit body.
+            private: create the repository private.
+            revision: the branch to push to.
+            create_pr: open a pull request instead of committing to the branch.
+            token: a Hub token; defaults to the logged-in one.
+            max_shard_size: largest safetensors shard.
+            model_card_kwargs: extra model-card fields (for example `datasets=`).
+
+        Returns:
+            The `CommitInfo` of the upload.
+
+        Example:
+            ```python
+            hn.push_to_hub("me/video2lora-smolvlm2-500m")
+            ```
+        """
+        from .hub import push_hypernetwork_to_hub
+
+        return push_hypernetwork_to_hub(
+            self,
+            repo_id,
+            commit_message=commit_message,
+            commit_description=commit_description,
+            private=private,
+            revision=revision,
+            create_pr=create_pr,
+            token=token,
+            max_shard_size=max_shard_size,
+            model_card_kwargs=model_card_kwargs,
+        )
 
     # ------------------------------------------------------------------------------------
     def forward(

@@ -1,0 +1,290 @@
+"""Adapter algebra the paper uses, and validation against a live model.
+
+* `compose`: concatenate adapters in rank space (paper section 5.6, chunk composition).
+* `rank_scores`, `keep_ranks`, `drop_ranks`, `prune`: rank-slice selection by the norm product
+  `||A_r|| * ||B_r||` (paper appendix C: top-k, bottom-k, random-k, remove-top-k).
+* `check_compatible`: family, target modules, layers, shapes and base model name of a model.
+* `merge_into` / `MergedAdapter.unmerge`: fold an adapter into the base weights and restore them
+  bit-exactly.
+
+`GeneratedLora` exposes all of these as methods; this module holds the implementations.
+"""
+
+from __future__ import annotations
+
+import warnings
+import weakref
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import torch
+
+from .backbones import backbone_class, get_backbone
+from .errors import AdapterMismatchError
+
+if TYPE_CHECKING:
+    from .lora import GeneratedLora
+
+__all__ = [
+    "PRUNE_STRATEGIES",
+    "MergedAdapter",
+    "check_compatible",
+    "compose",
+    "drop_ranks",
+    "keep_ranks",
+    "merge_into",
+    "prune",
+    "rank_scores",
+    "same_base_model",
+    "unmerge",
+]
+
+PRUNE_STRATEGIES = ("top", "bottom", "random", "remove_top")
+RankIndex = Sequence[int] | torch.Tensor | dict[str, torch.Tensor]
+
+
+def same_base_model(a: str | None, b: str | None) -> bool:
+    """Whether two base model names may denote the same model (unknown names match anything).
+
+    `"/models/SmolVLM2-500M-Video-Instruct"` and `"HuggingFaceTB/SmolVLM2-500M-Video-Instruct"` match:
+    a local copy of a Hub model keeps the repository's name.
+    """
+    if not a or not b:
+        return True
+    a, b = str(a).rstrip("/"), str(b).rstrip("/")
+    return a == b or a.rsplit("/", 1)[-1].lower() == b.rsplit("/", 1)[-1].lower()
+
+
+# ---- composition -------------------------------------------------------------------------------------
+def compose(adapters: Sequence[GeneratedLora]) -> GeneratedLora:
+    """Concatenate adapters in rank space; see `GeneratedLora.compose`."""
+    adapters = list(adapters)
+    if not adapters:
+        raise ValueError("compose() needs at least one adapter.")
+    first = adapters[0]
+    signature = (first.base_model_type, first.num_layers, first.module_shapes)
+    for other in adapters[1:]:
+        if (other.base_model_type, other.num_layers, other.module_shapes) != signature:
+            raise AdapterMismatchError(
+                f"Cannot compose adapters of different shapes: {first.base_model_type} with {first.num_layers} "
+                f"layers {first.module_shapes} and {other.base_model_type} with {other.num_layers} layers "
+                f"{other.module_shapes}."
+            )
+        if not same_base_model(first.base_model_name_or_path, other.base_model_name_or_path):
+            raise AdapterMismatchError(
+                f"Cannot compose adapters of different base models: {first.base_model_name_or_path!r} and "
+                f"{other.base_model_name_or_path!r}."
+            )
+    dtype = first.dtype
+    for other in adapters[1:]:
+        dtype = torch.promote_types(dtype, other.dtype)
+
+    def folded_b(adapter: GeneratedLora, module: str) -> torch.Tensor:
+        b = adapter.lora_B[module].to(dtype)
+        return b if adapter.scaling == first.scaling else b * (adapter.scaling / first.scaling)
+
+    modules = first.target_modules
+    lora_A = {m: torch.cat([a.lora_A[m].to(dtype) for a in adapters], dim=1) for m in modules}
+    lora_B = {m: torch.cat([folded_b(a, m) for a in adapters], dim=1) for m in modules}
+    shared = {
+        key: value
+        for key, value in first.metadata.items()
+        if key in ("hypernetwork", "hypernetwork_revision", "instruction")
+        and all(a.metadata.get(key) == value for a in adapters)
+    }
+    metadata = {**shared, "composed_from": [dict(a.metadata) for a in adapters]}
+    return first._replace(lora_A=lora_A, lora_B=lora_B, metadata=metadata)
+
+
+# ---- rank selection ----------------------------------------------------------------------------------
+def rank_scores(adapter: GeneratedLora) -> dict[str, torch.Tensor]:
+    """`{module: [L, R]}` float32 norm products `||A_r|| * ||B_r||`."""
+    return {
+        m: adapter.lora_A[m].float().norm(dim=-1) * adapter.lora_B[m].float().norm(dim=-1)
+        for m in adapter.target_modules
+    }
+
+
+def _rank_index(adapter: GeneratedLora, index: RankIndex) -> dict[str, torch.Tensor]:
+    """`{module: LongTensor [L, k]}` from shared rank indices `[k]` or a `{module: [k] or [L, k]}` mapping."""
+    layers, rank = adapter.num_layers, adapter.rank
+    if isinstance(index, dict):
+        raw = {m: index[m] for m in adapter.target_modules}
+    else:
+        raw = dict.fromkeys(adapter.target_modules, index)
+    out = {}
+    for module, value in raw.items():
+        idx = torch.as_tensor(value if torch.is_tensor(value) else list(value), dtype=torch.long).cpu()
+        if idx.dim() == 1:
+            idx = idx.expand(layers, -1)
+        in_range = idx.numel() == 0 or (idx.min() >= 0 and idx.max() < rank)
+        if idx.dim() != 2 or idx.shape[0] != layers or not in_range:
+            raise ValueError(
+                f"Rank indices for {module!r} must be [k] or [{layers}, k] with values in [0, {rank}), "
+                f"got {idx.tolist() if idx.numel() < 20 else list(idx.shape)}."
+            )
+        if idx.shape[1] > 1 and (idx.sort(dim=1).values.diff(dim=1) == 0).any():
+            raise ValueError(f"Rank indices for {module!r} repeat a rank.")
+        out[module] = idx
+    return out
+
+
+def keep_ranks(adapter: GeneratedLora, index: RankIndex) -> GeneratedLora:
+    """The adapter restricted to the given rank slices, in the given order."""
+    idx = _rank_index(adapter, index)
+    if next(iter(idx.values())).shape[1] == 0:
+        raise ValueError("keep_ranks() must keep at least one rank.")
+
+    def take(t: torch.Tensor, i: torch.Tensor) -> torch.Tensor:  # [L, R, d] -> [L, k, d]
+        return torch.gather(t, 1, i.to(t.device)[..., None].expand(-1, -1, t.shape[-1]))
+
+    modules = adapter.target_modules
+    return adapter._replace(
+        lora_A={m: take(adapter.lora_A[m], idx[m]) for m in modules},
+        lora_B={m: take(adapter.lora_B[m], idx[m]) for m in modules},
+    )
+
+
+def drop_ranks(adapter: GeneratedLora, index: RankIndex) -> GeneratedLora:
+    """The adapter without the given rank slices, the others in their original order."""
+    keep = {}
+    for module, idx in _rank_index(adapter, index).items():
+        mask = torch.ones(adapter.num_layers, adapter.rank, dtype=torch.bool)
+        mask.scatter_(1, idx, False)
+        keep[module] = mask.nonzero()[:, 1].view(adapter.num_layers, -1)
+    return keep_ranks(adapter, keep)
+
+
+def prune(adapter: GeneratedLora, k: int, *, strategy: str = "top", seed: int | None = None) -> GeneratedLora:
+    """Select rank slices per layer and module; see `GeneratedLora.prune`."""
+    if strategy not in PRUNE_STRATEGIES:
+        raise ValueError(f"prune(strategy=...) must be one of {PRUNE_STRATEGIES}, got {strategy!r}.")
+    lower, upper = (0, adapter.rank - 1) if strategy == "remove_top" else (1, adapter.rank)
+    if isinstance(k, bool) or not isinstance(k, int) or not lower <= k <= upper:
+        raise ValueError(
+            f"prune(k, strategy={strategy!r}) needs {lower} <= k <= {upper} for a rank-{adapter.rank} "
+            f"adapter, got k={k!r}."
+        )
+    selection = {"strategy": strategy, "k": k}
+    if strategy == "random":
+        selection["seed"] = 0 if seed is None else seed
+        generator = torch.Generator().manual_seed(selection["seed"])
+        shape = (adapter.num_layers, adapter.rank)
+        chosen = {
+            m: torch.rand(shape, generator=generator).argsort(dim=1)[:, :k] for m in adapter.target_modules
+        }
+    else:
+        largest = strategy != "bottom"
+        chosen = {m: s.cpu().topk(k, dim=1, largest=largest).indices for m, s in rank_scores(adapter).items()}
+    if strategy == "remove_top":
+        pruned = drop_ranks(adapter, chosen)
+    else:
+        pruned = keep_ranks(adapter, {m: i.sort(dim=1).values for m, i in chosen.items()})
+    pruned.metadata["rank_selection"] = selection
+    return pruned
+
+
+# ---- validation and merging ----------------------------------------------------------------------------
+def check_compatible(adapter: GeneratedLora, model: torch.nn.Module, *, strict: bool = False) -> None:
+    """Raise `AdapterMismatchError` unless `adapter` fits `model`; see `GeneratedLora.check_compatible`."""
+    model_type = getattr(getattr(model, "config", None), "model_type", None)
+    try:
+        expected = backbone_class(adapter.base_model_type)
+        found = backbone_class(model_type)
+    except ValueError as error:
+        raise AdapterMismatchError(
+            f"The adapter was generated for a {adapter.base_model_type!r} model, and cannot be applied to a "
+            f"{model_type!r} model: {error}"
+        ) from None
+    if expected is not found:
+        raise AdapterMismatchError(
+            f"The adapter was generated for a {adapter.base_model_type!r} model (text decoder at "
+            f"{expected.layers_path}), but this model is a {model_type!r} model."
+        )
+    try:
+        found.check_module_names(adapter.target_modules)
+    except ValueError as error:
+        raise AdapterMismatchError(str(error)) from None
+    get_backbone(model).check_shapes(adapter.num_layers, adapter.module_shapes, "The adapter")
+    name = getattr(model.config, "_name_or_path", None) or getattr(model, "name_or_path", None)
+    if not same_base_model(adapter.base_model_name_or_path, name):
+        message = (
+            f"The adapter was generated for {adapter.base_model_name_or_path!r} but is applied to {name!r}; "
+            "the shapes match, but a different base model gives different answers."
+        )
+        if strict:
+            raise AdapterMismatchError(message)
+        warnings.warn(message + " Pass strict=True to make this an error.", UserWarning, stacklevel=3)
+
+
+#: live merges, so that `unmerge(model)` finds the saved weights
+_MERGED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+class MergedAdapter:
+    """What `GeneratedLora.merge_into` returns: it restores the original weights bit-exactly.
+
+    Use it as a context manager, or call `unmerge()`.
+
+    Example:
+        ```python
+        with adapter.merge_into(vlm):
+            vlm.generate(**inputs)  # zero adapter overhead
+        ```
+    """
+
+    def __init__(self, model: torch.nn.Module, backups: dict[str, torch.Tensor]):
+        self.model = model
+        self._backups = backups
+
+    @property
+    def merged(self) -> bool:
+        """Whether the adapter is still merged."""
+        return bool(self._backups)
+
+    @torch.no_grad()
+    def unmerge(self) -> None:
+        """Copy the saved original weights back (a no-op once done)."""
+        for path, original in self._backups.items():
+            self.model.get_submodule(path).weight.copy_(original)
+        self._backups = {}
+        if _MERGED.get(self.model) is self:
+            del _MERGED[self.model]
+
+    def __enter__(self) -> MergedAdapter:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.unmerge()
+
+
+@torch.no_grad()
+def merge_into(adapter: GeneratedLora, model: torch.nn.Module, *, strict: bool = False) -> MergedAdapter:
+    """Add `s * B[l]^T A[l]` to the target weights; see `GeneratedLora.merge_into`."""
+    check_compatible(adapter, model, strict=strict)
+    if model in _MERGED:
+        raise RuntimeError("This model already holds a merged adapter; unmerge it first.")
+    backbone = get_backbone(model)
+    handle = MergedAdapter(model, {})
+    try:
+        for module in adapter.target_modules:
+            for layer in range(adapter.num_layers):
+                weight = backbone.target_module(layer, module).weight  # [d_out, d_in]
+                compute = torch.promote_types(weight.dtype, torch.float32)
+                a = adapter.lora_A[module][layer].to(weight.device, compute)  # [R, d_in]
+                b = adapter.lora_B[module][layer].to(weight.device, compute)  # [R, d_out]
+                handle._backups[backbone.module_path(layer, module)] = weight.detach().clone()
+                weight.copy_((weight.to(compute) + adapter.scaling * (b.T @ a)).to(weight.dtype))
+    except BaseException:
+        handle.unmerge()
+        raise
+    _MERGED[model] = handle
+    return handle
+
+
+def unmerge(model: torch.nn.Module) -> None:
+    """Restore the weights that `merge_into` changed in `model`, bit-exactly."""
+    handle = _MERGED.get(model)
+    if handle is None:
+        raise RuntimeError("This model holds no adapter merged by GeneratedLora.merge_into().")
+    handle.unmerge()
