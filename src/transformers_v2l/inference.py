@@ -10,9 +10,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Sequence
-from typing import Any
 
-import numpy as np
 import torch
 from tqdm.auto import tqdm
 
@@ -20,21 +18,11 @@ from .backbones import Video2LoraBackbone, get_backbone
 from .errors import AdapterMismatchError, CheckpointMismatchError
 from .injection import inject_lora
 from .lora import GeneratedLora, stack_adapters
+from .video_io import is_single_video
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["Video2LoraInferenceMixin"]
-
-
-def is_single_video(videos: Any) -> bool:
-    """A path, bytes, a file object, one `[T, H, W, 3]` array, or a list of PIL images is one video."""
-    if isinstance(videos, (str, os.PathLike, bytes, bytearray)) or hasattr(videos, "read"):
-        return True
-    if isinstance(videos, (np.ndarray, torch.Tensor)):
-        return videos.ndim == 4
-    if isinstance(videos, Sequence) and videos:
-        return type(videos[0]).__module__.startswith("PIL")
-    return False
 
 
 class Video2LoraInferenceMixin:

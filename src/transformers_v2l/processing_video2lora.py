@@ -31,7 +31,7 @@ from transformers.processing_utils import ProcessorMixin
 
 from .configuration_video2lora import DEFAULT_INSTRUCTION
 from .errors import HubUnavailableError
-from .video_io import VideoMetadata, load_video
+from .video_io import VideoMetadata, is_single_video, load_video
 
 __all__ = ["SMOLVLM_VIDEO_CHAT_TEMPLATE", "Video2LoraProcessor", "resize_output_size"]
 
@@ -144,16 +144,6 @@ def _pixels_frames2lora(frames: np.ndarray, size: tuple[int, int], tile: int, se
         settings["image_std"], np.float32
     )
     return torch.from_numpy(pixels).permute(0, 3, 1, 2).contiguous()  # [T, 3, E, E]
-
-
-def _is_single_video(videos: Any) -> bool:
-    if isinstance(videos, (str, os.PathLike, bytes, bytearray)) or hasattr(videos, "read"):
-        return True
-    if isinstance(videos, (np.ndarray, torch.Tensor)):
-        return videos.ndim == 4
-    if isinstance(videos, tuple) and len(videos) == 2 and isinstance(videos[1], VideoMetadata):
-        return True
-    return isinstance(videos, Sequence) and bool(videos) and type(videos[0]).__module__.startswith("PIL")
 
 
 class Video2LoraProcessor(ProcessorMixin):
@@ -403,7 +393,7 @@ class Video2LoraProcessor(ProcessorMixin):
     def _video_batch(
         self, videos, texts, num_frames, longest_edge, add_generation_prompt, padding_side, return_metadata
     ):
-        items = [videos] if _is_single_video(videos) else list(videos)
+        items = [videos] if is_single_video(videos) else list(videos)
         if not items:
             raise ValueError("Expected at least one video.")
         if len(texts) == 1 and len(items) > 1:
@@ -493,7 +483,7 @@ class Video2LoraProcessor(ProcessorMixin):
             ```
         """
         texts = [prompts] if isinstance(prompts, str) else list(prompts)
-        if _is_single_video(videos) and len(texts) > 1:
+        if is_single_video(videos) and len(texts) > 1:
             videos = [videos] * len(texts)
         return self._video_batch(videos, texts, num_frames, longest_edge, True, "left", return_metadata)
 

@@ -48,6 +48,7 @@ __all__ = [
     "DEFAULT_UNKNOWN_FPS",
     "MAX_DECODE_PIXELS",
     "VideoMetadata",
+    "is_single_video",
     "iter_video_chunks",
     "load_video",
     "probe_video",
@@ -496,6 +497,18 @@ def _iter_clips(source, spans, num_frames, target_fps, skip_secs, video_fps, max
             cache = {index: frame for index, frame in cache.items() if index > wanted[-1]}
     finally:
         decoded.close()  # closes the container even when the caller stops early
+
+
+def is_single_video(videos: Any) -> bool:
+    """Whether `videos` is one video (a path, bytes, a file object, a `[T, H, W, 3]` array, a list of
+    PIL images or a `(frames, VideoMetadata)` pair) rather than a list of videos."""
+    if isinstance(videos, (str, os.PathLike, bytes, bytearray)) or hasattr(videos, "read"):
+        return True
+    if isinstance(videos, np.ndarray) or type(videos).__name__ == "Tensor":  # numpy or torch, no torch import
+        return videos.ndim == 4
+    if isinstance(videos, tuple) and len(videos) == 2 and isinstance(videos[1], VideoMetadata):
+        return True
+    return isinstance(videos, Sequence) and bool(videos) and type(videos[0]).__module__.startswith("PIL")
 
 
 def load_video(
