@@ -110,10 +110,31 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _add_core_subcommands(subparsers)
     for name, (module_name, function) in EXTERNAL_SUBCOMMANDS.items():
-        module = importlib.import_module(module_name)
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as error:  # an optional extra is missing: the command says which one
+            _add_unavailable_subcommand(subparsers, name, error)
+            continue
         getattr(module, function)(subparsers)
         subparsers.choices[name].prog = f"v2l {name}"
     return parser
+
+
+def _add_unavailable_subcommand(subparsers, name: str, error: ImportError) -> None:
+    extra = {"teacher": "training", "train": "training", "eval": "evaluation", "bench": "benchmarks"}.get(
+        name, "dev"
+    )
+    message = f"`v2l {name}` needs the `{extra}` extra ({error}). Install it with: pip install 'transformers-v2l[{extra}]'"
+    parser = subparsers.add_parser(
+        name, help=f"(unavailable: pip install 'transformers-v2l[{extra}]')", add_help=False
+    )
+    parser.add_argument("rest", nargs=argparse.REMAINDER)
+
+    def fail(args) -> int:
+        print(message, file=sys.stderr)
+        return 2
+
+    parser.set_defaults(func=fail)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -442,7 +442,7 @@ def _span_frames(
     first = 0 if start is None else max(0, math.ceil(start * fps - 1e-6))
     stop = total if end is None else min(total, math.ceil(end * fps - 1e-6))
     if (start is not None and start < 0) or stop <= first:
-        raise ValueError(
+        raise VideoDecodeError(
             f"Video {name!r}: the span start={start}, end={end} holds no frame "
             f"(the video has {total} frames, {total / fps:.3f} s)."
         )

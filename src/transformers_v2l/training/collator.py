@@ -1,0 +1,181 @@
+"""Batches for hypernetwork training: internalization inputs, a text-only prompt, and response labels.
+
+For each example the collator builds two inputs:
+
+* the internalization prompt (the video span's frames and the instruction), from the processor's
+  `internalization_inputs`, prefixed `context_` (`context_input_ids`, `context_attention_mask`,
+  `pixel_values`, `pixel_attention_mask`): the frozen encoder turns it into features;
+* the answer model's text, with no visual tokens: the SmolVLM chat turn
+  `<|im_start|>User: {prompt}<end_of_utterance>\\nAssistant:` exactly as `query_inputs` tokenizes it,
+  followed by the response ` {target}<end_of_utterance>`, right padded. `labels` equal `input_ids`
+  on the response tokens and -100 everywhere else, so the loss covers the response only.
+
+A video that cannot be decoded is dropped from the batch and counted in `num_skipped`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from ..errors import VideoDecodeError
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["IGNORE_INDEX", "Video2LoraDataCollator", "response_token_ids"]
+
+IGNORE_INDEX = -100
+END_OF_UTTERANCE = "<end_of_utterance>"
+
+
+def _end_of_turn_id(tokenizer) -> int:
+    token_id = tokenizer.convert_tokens_to_ids(END_OF_UTTERANCE)
+    if token_id is None or token_id == tokenizer.unk_token_id:
+        token_id = tokenizer.eos_token_id
+    return int(token_id)
+
+
+def response_token_ids(tokenizer, target_text: str, max_tokens: int | None = None) -> list[int]:
+    """Token ids of an assistant response as the SmolVLM chat template renders it after `Assistant:`.
+
+    Args:
+        tokenizer: the VLM's tokenizer.
+        target_text: the response text (leading/trailing whitespace is stripped).
+        max_tokens: keep at most this many tokens, the end-of-turn token included.
+
+    Returns:
+        The ids of `" {target_text}<end_of_utterance>"`.
+
+    Example:
+        ```python
+        response_token_ids(processor.tokenizer, "A dog runs.")
+        ```
+    """
+    ids = tokenizer(" " + target_text.strip(), add_special_tokens=False)["input_ids"]
+    ids = [*ids, _end_of_turn_id(tokenizer)]
+    return ids[:max_tokens] if max_tokens else ids
+
+
+@dataclass
+class Video2LoraDataCollator:
+    """Collate examples into encoder inputs, the text-only answer prompt, and response labels.
+
+    Args:
+        processor: a `Video2LoraProcessor` (for `internalization_inputs`, `query_inputs` and `tokenizer`).
+        instruction: the internalization instruction; `None` uses the processor's default.
+        num_frames: frames sampled per video span.
+        longest_edge: frame resize target in pixels.
+        max_target_tokens: responses are cut to this many tokens.
+        video_loader: `(example) -> video` decoding one example's span; by default
+            `load_example_video` (SmolVLM2's sampling rule within the span). It raises `VideoDecodeError` on a bad file.
+
+    Returns (from `__call__`):
+        A dict of tensors: `input_ids`, `attention_mask`, `labels` `[B, T]`; `context_input_ids`,
+        `context_attention_mask` `[B, S]`; `pixel_values` `[B, F, 3, h, w]` and `pixel_attention_mask`;
+        `teacher_topk_ids`/`teacher_topk_logprobs` `[B, T, k]` when the rows carry teacher top-k;
+        `num_skipped` (scalar); and `example_ids`, `prompts`, `targets` (lists, for evaluation).
+
+    Example:
+        ```python
+        collator = Video2LoraDataCollator(processor, num_frames=12, longest_edge=384)
+        batch = collator([dataset[0], dataset[1]])
+        ```
+    """
+
+    processor: Any
+    instruction: str | None = None
+    num_frames: int = 12
+    longest_edge: int = 384
+    max_target_tokens: int | None = 512
+    video_loader: Callable[[dict], Any] | None = None
+
+    def load_video(self, example: dict) -> Any:
+        """Decode one example's span (frames and metadata) for `internalization_inputs`."""
+        if self.video_loader is not None:
+            return self.video_loader(example)
+        from .data import load_example_video
+
+        return load_example_video(example, self.processor, self.num_frames)
+
+    # ---- text ------------------------------------------------------------------------------------
+    def prompt_token_ids(self, prompts: Sequence[str]) -> list[list[int]]:
+        """Each prompt's chat-formatted ids, exactly as `query_inputs` feeds them at answering time."""
+        inputs = self.processor.query_inputs(list(prompts))
+        ids, mask = inputs["input_ids"], inputs["attention_mask"]
+        return [row[m.bool()].tolist() for row, m in zip(ids, mask)]
+
+    def target_token_ids(self, example: dict) -> list[int]:
+        """The response ids: the teacher's own tokens when cached, else the tokenized `target_text`."""
+        cached = example.get("target_token_ids")
+        if cached is not None and len(cached):
+            return list(cached)[: self.max_target_tokens] if self.max_target_tokens else list(cached)
+        if example.get("target_text") is None:
+            raise ValueError(f"Example {example.get('id')!r} has no target_text: run `v2l teacher` first.")
+        return response_token_ids(self.processor.tokenizer, example["target_text"], self.max_target_tokens)
+
+    def text_inputs(self, examples: Sequence[dict]) -> dict[str, torch.Tensor]:
+        """Right-padded `input_ids`, `attention_mask` and `labels` (plus teacher top-k when present)."""
+        tokenizer = self.processor.tokenizer
+        prompts = self.prompt_token_ids([e["prompt"] for e in examples]) if examples else []
+        targets = [self.target_token_ids(e) for e in examples]
+        length = max((len(p) + len(t) for p, t in zip(prompts, targets)), default=0)
+        batch = len(examples)
+        input_ids = torch.full((batch, length), tokenizer.pad_token_id, dtype=torch.long)
+        attention_mask = torch.zeros((batch, length), dtype=torch.long)
+        labels = torch.full((batch, length), IGNORE_INDEX, dtype=torch.long)
+        out = {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+        topk = [e.get("teacher_topk_ids") for e in examples]
+        use_topk = batch > 0 and all(t is not None and len(t) for t in topk)
+        if use_topk:
+            k = len(topk[0][0])
+            out["teacher_topk_ids"] = torch.zeros((batch, length, k), dtype=torch.long)
+            out["teacher_topk_logprobs"] = torch.zeros((batch, length, k), dtype=torch.float32)
+        for row, (prompt, target) in enumerate(zip(prompts, targets)):
+            end = len(prompt) + len(target)
+            input_ids[row, :end] = torch.tensor(prompt + target)
+            attention_mask[row, :end] = 1
+            labels[row, len(prompt) : end] = torch.tensor(target)
+            if use_topk:  # teacher position j predicted response token j
+                n = len(target)
+                ids = torch.tensor(examples[row]["teacher_topk_ids"][:n], dtype=torch.long)
+                logprobs = torch.tensor(examples[row]["teacher_topk_logprobs"][:n], dtype=torch.float32)
+                out["teacher_topk_ids"][row, len(prompt) : len(prompt) + len(ids)] = ids
+                out["teacher_topk_logprobs"][row, len(prompt) : len(prompt) + len(ids)] = logprobs
+        return out
+
+    # ---- videos ----------------------------------------------------------------------------------
+    def context_inputs(self, videos: list) -> dict[str, torch.Tensor]:
+        """The internalization inputs of decoded videos, with the processor's text keys prefixed `context_`."""
+        kwargs = {"num_frames": self.num_frames, "longest_edge": self.longest_edge}
+        if self.instruction is not None:
+            kwargs["instruction"] = self.instruction
+        inputs = self.processor.internalization_inputs(videos, **kwargs)
+        out = {}
+        for key, value in inputs.items():
+            if not torch.is_tensor(value):
+                continue
+            out[f"context_{key}" if key in ("input_ids", "attention_mask") else key] = value
+        return out
+
+    def __call__(self, examples: Sequence[dict]) -> dict[str, Any]:
+        kept, videos, skipped = [], [], 0
+        for example in examples:
+            try:
+                videos.append(self.load_video(example))
+            except VideoDecodeError as error:
+                logger.warning("Skipping example %s: %s", example.get("id"), error)
+                skipped += 1
+                continue
+            kept.append(example)
+        batch: dict[str, Any] = self.text_inputs(kept)
+        if kept:
+            batch.update(self.context_inputs(videos))
+        batch["num_skipped"] = torch.tensor(skipped, dtype=torch.long)
+        batch["example_ids"] = [e["id"] for e in kept]
+        batch["prompts"] = [e["prompt"] for e in kept]
+        batch["targets"] = [e.get("target_text") for e in kept]
+        return batch

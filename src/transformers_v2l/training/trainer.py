@@ -1,0 +1,457 @@
+"""`Video2LoraTrainer`: an HF `Trainer` that trains only the hypernetwork (paper section 3.5).
+
+Per batch: the frozen VLM encodes each video span (no gradients) into `[B, L, S, H]` features; the
+hypernetwork (the only trained module, wrapped by DDP/FSDP/DeepSpeed through `accelerate`) turns them
+into per-example adapters; the frozen answer model, with the adapters injected and only the text
+prompt in context, is teacher-forced on the response tokens. The loss is the summed token
+cross-entropy (plus an optional KL term on cached teacher top-k) divided by the number of response
+tokens of the whole optimizer step across all processes and accumulation steps, so any split of a
+global batch over devices and micro-batches gives the same gradient.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from ..errors import require
+from ..injection import inject_lora
+from .collator import IGNORE_INDEX, Video2LoraDataCollator
+from .utils import atomic_write_text
+
+require("accelerate", "training", "Video2LoraTrainer")
+from transformers import Trainer, TrainingArguments  # noqa: E402  (needs accelerate)
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["Video2LoraTrainer", "Video2LoraTrainingArguments", "find_resumable_checkpoint"]
+
+#: Written last into a checkpoint, after every process saved its part: marks the checkpoint complete.
+STATE_FILE = "v2l_training_state.json"
+
+
+@dataclass
+class Video2LoraTrainingArguments(TrainingArguments):
+    """`TrainingArguments` for hypernetwork training, with the paper's recipe as the defaults where it applies.
+
+    `activation_checkpointing` (alias `gradient_checkpointing`) checkpoints the decoder layers of the
+    *frozen* answer model, whose activations dominate memory; the hypernetwork itself is small.
+
+    Example:
+        ```python
+        args = Video2LoraTrainingArguments(output_dir="runs/v2l", max_steps=9000, learning_rate=1e-4,
+                                           warmup_steps=0.03, weight_decay=0.01, bf16=True)
+        ```
+    """
+
+    ce_weight: float = field(default=1.0, metadata={"help": "Weight of the response cross-entropy."})
+    kl_weight: float = field(
+        default=0.0, metadata={"help": "Weight of KL(teacher || student) on cached teacher top-k log-probs."}
+    )
+    instruction: str | None = field(
+        default=None, metadata={"help": "Internalization instruction; None uses the hypernetwork config's."}
+    )
+    num_frames: int | None = field(
+        default=None, metadata={"help": "Frames per span; None uses the config's (12)."}
+    )
+    longest_edge: int | None = field(
+        default=None, metadata={"help": "Frame resize target in px; None uses the config's (384)."}
+    )
+    max_target_tokens: int = field(default=512, metadata={"help": "Responses are cut to this many tokens."})
+    eval_num_generations: int = field(
+        default=4, metadata={"help": "Validation examples whose generations are written at every evaluation."}
+    )
+    eval_max_new_tokens: int = field(default=64, metadata={"help": "Generation budget of those samples."})
+    # `None` first, as in TrainingArguments: HfArgumentParser reads the union in this order
+    report_to: None | str | list[str] = field(  # noqa: RUF036
+        default="auto",
+        metadata={"help": "'auto' logs to tensorboard and/or wandb when installed; or a list."},
+    )
+    remove_unused_columns: bool = field(
+        default=False, metadata={"help": "Kept False: rows are not model inputs."}
+    )
+    save_only_model: bool = field(
+        default=False, metadata={"help": "Kept False: exact resume needs optimizer state."}
+    )
+
+    def __post_init__(self):
+        if self.report_to == "auto":
+            import importlib.util
+
+            self.report_to = [n for n in ("tensorboard", "wandb") if importlib.util.find_spec(n)] or "none"
+        if not self.use_cpu and not torch.accelerator.is_available():
+            # no GPU/XPU/...: run on the CPU explicitly, which also makes multi-process runs use gloo DDP
+            # (without it, processes started by `accelerate launch` would each train alone)
+            self.use_cpu = True
+        if self.ce_weight < 0 or self.kl_weight < 0 or self.ce_weight + self.kl_weight == 0:
+            raise ValueError(
+                "Video2LoraTrainingArguments.ce_weight and kl_weight must be >= 0 and not both 0, got "
+                f"{self.ce_weight} and {self.kl_weight}."
+            )
+        super().__post_init__()
+
+
+def find_resumable_checkpoint(output_dir: str | os.PathLike) -> str | None:
+    """The newest checkpoint under `output_dir` that every process finished writing, or `None`.
+
+    Args:
+        output_dir: the run folder holding `checkpoint-<step>` folders.
+
+    Returns:
+        The path of the newest complete checkpoint (one with the `v2l_training_state.json` marker).
+
+    Example:
+        ```python
+        trainer.train(resume_from_checkpoint=find_resumable_checkpoint("runs/v2l"))
+        ```
+    """
+    root = Path(output_dir)
+    candidates = []
+    for path in root.glob("checkpoint-*") if root.is_dir() else []:
+        suffix = path.name.split("-", 1)[1]
+        if suffix.isdigit() and (path / STATE_FILE).is_file():
+            candidates.append((int(suffix), path))
+    return str(max(candidates)[1]) if candidates else None
+
+
+class Video2LoraTrainer(Trainer):
+    """Train a `Video2LoraHypernetwork` against its frozen base VLM.
+
+    Args:
+        model: the hypernetwork, with its frozen VLM attached (`base_model=` or `attach_base_model`).
+        args: `Video2LoraTrainingArguments`.
+        train_dataset: examples (`Video2LoraDataset` or any map-style dataset of example dicts).
+        eval_dataset: validation examples (CE and sample generations at every evaluation).
+        data_collator: defaults to a `Video2LoraDataCollator` over the hypernetwork's processor.
+        processing_class: the `Video2LoraProcessor`; defaults to `model.processor`.
+        **kwargs: passed to `transformers.Trainer` (for example `callbacks`).
+
+    Example:
+        ```python
+        trainer = Video2LoraTrainer(model=hn, args=args, train_dataset=train, eval_dataset=val)
+        trainer.train()
+        ```
+    """
+
+    def __init__(
+        self,
+        model,
+        args: Video2LoraTrainingArguments,
+        train_dataset=None,
+        eval_dataset=None,
+        data_collator=None,
+        processing_class=None,
+        **kwargs,
+    ):
+        processing_class = processing_class if processing_class is not None else model.processor
+        config = model.config
+        if data_collator is None:
+            data_collator = Video2LoraDataCollator(
+                processing_class,
+                instruction=args.instruction or config.instruction,
+                num_frames=args.num_frames or config.num_frames,
+                longest_edge=args.longest_edge or config.longest_edge,
+                max_target_tokens=args.max_target_tokens,
+            )
+        super().__init__(
+            model=model,
+            args=args,
+            train_dataset=train_dataset,
+            eval_dataset=eval_dataset,
+            data_collator=data_collator,
+            processing_class=processing_class,
+            **kwargs,
+        )
+        self.loss_is_scaled_for_ga = True  # compute_loss normalizes over the whole optimizer step
+        self.skipped_videos = 0
+        vlm = model.vlm
+        vlm.requires_grad_(False)
+        vlm.to(self.args.device)
+
+    # ---- the frozen model --------------------------------------------------------------------------
+    @property
+    def hypernetwork(self):
+        """The unwrapped hypernetwork (never the DDP/FSDP wrapper)."""
+        return self.accelerator.unwrap_model(self.model)
+
+    @contextlib.contextmanager
+    def _checkpointed_decoder(self) -> Iterator[None]:
+        """Let the frozen decoder layers checkpoint activations (transformers only does so in training mode)."""
+        if not self._checkpoint_frozen:
+            yield
+            return
+        layers = self.hypernetwork.backbone.decoder_layers()
+        for layer in layers:
+            layer.training = True  # only the layer's own flag: its dropouts stay in eval mode
+        try:
+            yield
+        finally:
+            for layer in layers:
+                layer.training = False
+
+    _checkpoint_frozen = False
+
+    def enable_frozen_checkpointing(self) -> None:
+        """Recompute the frozen answer model's decoder layers in backward instead of storing their activations.
+
+        `train()` calls this when `args.activation_checkpointing` is set. Non-reentrant checkpointing, so the
+        frozen inputs need no gradient; the generated adapters stay injected through backward (see `training_step`).
+        """
+        self.hypernetwork.vlm.activation_checkpointing_enable(
+            activation_checkpointing_kwargs={"use_reentrant": False}
+        )
+        self._checkpoint_frozen = True
+
+    def train(self, resume_from_checkpoint: str | bool | None = None, **kwargs):
+        """`Trainer.train`, where `resume_from_checkpoint=True` picks the newest *complete* checkpoint."""
+        if resume_from_checkpoint is True:
+            resume_from_checkpoint = find_resumable_checkpoint(self.args.output_dir)
+            if resume_from_checkpoint is None:
+                logger.warning("No complete checkpoint in %s: starting from scratch.", self.args.output_dir)
+        state_file = Path(resume_from_checkpoint or ".") / STATE_FILE
+        if resume_from_checkpoint and state_file.is_file():
+            self.skipped_videos = int(json.loads(state_file.read_text()).get("skipped_videos", 0))
+        checkpointing = bool(self.args.activation_checkpointing)
+        if checkpointing:  # checkpoint the frozen VLM, not the hypernetwork
+            self.enable_frozen_checkpointing()
+        self.args.activation_checkpointing = False
+        try:
+            return super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
+        finally:
+            self.args.activation_checkpointing = checkpointing
+
+    # ---- loss --------------------------------------------------------------------------------------
+    def get_batch_samples(self, epoch_iterator, num_batches: int, device: torch.device):
+        """Prefetch one optimizer step of micro-batches; count response tokens and skipped videos globally."""
+        batches = []
+        for _ in range(num_batches):
+            try:
+                batches.append(next(epoch_iterator))
+            except StopIteration:
+                break
+        tokens = sum(int((b["labels"][:, 1:] != IGNORE_INDEX).sum()) for b in batches)
+        skipped = sum(int(b["num_skipped"]) for b in batches)
+        counts = torch.tensor([tokens, skipped], dtype=torch.long, device=device)
+        if self.accelerator.num_processes > 1:  # every rank agrees on the counts, so none waits for another
+            counts = self.accelerator.reduce(counts, reduction="sum")
+        self.skipped_videos += int(counts[1])
+        return batches, counts[0].clamp(min=1)
+
+    def _context_features(self, inputs: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """Frozen encoder pass: `([B, L, S, H], [B, S])`, no gradients."""
+        hn = self.hypernetwork
+        encoder_inputs = {
+            "input_ids": inputs["context_input_ids"],
+            "attention_mask": inputs["context_attention_mask"],
+        }
+        for key in ("pixel_values", "pixel_attention_mask"):
+            if key in inputs:
+                encoder_inputs[key] = inputs[key]
+        with torch.no_grad():
+            return hn.backbone.extract_features(**encoder_inputs)
+
+    def _response_losses(self, adapters, inputs: dict) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """Summed response CE and KL of the adapted answer model on the text-only prompt.
+
+        Within `training_step` the adapters stay injected until the backward pass is over, because
+        checkpointed decoder layers re-run their forward (LoRA hooks included) during backward.
+        """
+        hn = self.hypernetwork
+        vlm = hn.vlm
+        with contextlib.ExitStack() as local:
+            scope = self._adapter_scope if self._adapter_scope is not None else local
+            scope.enter_context(inject_lora(hn.backbone, adapters.lora_A, adapters.lora_B, hn.config.scaling))
+            with self._checkpointed_decoder():
+                hidden = vlm.model(
+                    input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], use_cache=False
+                ).last_hidden_state  # [B, T, H]
+        labels = inputs["labels"][:, 1:]  # position t predicts token t + 1
+        selected = labels != IGNORE_INDEX  # [B, T - 1]
+        logits = vlm.lm_head(hidden[:, :-1][selected]).float()  # [N, V], only response positions
+        targets = labels[selected]  # [N]
+        log_probs = F.log_softmax(logits, dim=-1)
+        ce = F.nll_loss(log_probs, targets, reduction="sum")
+        kl = ce.new_zeros(())
+        if self.args.kl_weight > 0 and "teacher_topk_ids" in inputs:
+            topk_ids = inputs["teacher_topk_ids"][:, 1:][selected]  # [N, k]
+            teacher = F.log_softmax(
+                inputs["teacher_topk_logprobs"][:, 1:][selected].float(), dim=-1
+            )  # renormalized
+            student = log_probs.gather(-1, topk_ids)  # [N, k]
+            kl = (teacher.exp() * (teacher - student)).sum()
+        return ce, kl, int(selected.sum())
+
+    _adapter_scope: contextlib.ExitStack | None = None
+
+    def training_step(self, model, inputs: dict, num_items_in_batch=None) -> torch.Tensor:
+        """`Trainer.training_step` with the generated adapters injected through forward *and* backward."""
+        with contextlib.ExitStack() as scope:
+            self._adapter_scope = scope
+            try:
+                return super().training_step(model, inputs, num_items_in_batch)
+            finally:
+                self._adapter_scope = None
+
+    def _zero_loss(self, model) -> torch.Tensor:
+        """A zero loss through the wrapped model, for a micro-batch whose videos were all skipped.
+
+        Every parameter gets a (zero) gradient, so DDP's gradient all-reduce still runs on this rank.
+        """
+        config = self.hypernetwork.config
+        features = torch.zeros(1, config.num_hidden_layers, 1, config.hidden_size, device=self.args.device)
+        output = model(
+            context_features=features, context_attention_mask=torch.ones(1, 1, device=self.args.device)
+        )
+        return sum(t.sum() for t in [*output.lora_A.values(), *output.lora_B.values()]) * 0.0
+
+    def compute_loss(self, model, inputs: dict, return_outputs: bool = False, num_items_in_batch=None):
+        """`(ce_weight * CE + kl_weight * KL)` summed over response tokens / the step's global token count."""
+        if inputs["input_ids"].shape[0] == 0:
+            loss = self._zero_loss(model)
+            return (loss, None) if return_outputs else loss
+        with self.accelerator.autocast():
+            features, mask = self._context_features(inputs)
+            adapters = model(context_features=features, context_attention_mask=mask)
+            ce, kl, count = self._response_losses(adapters, inputs)
+        total = self.args.ce_weight * ce + self.args.kl_weight * kl
+        if num_items_in_batch is None:
+            loss = total / max(count, 1)
+        else:  # DDP averages gradients over processes: undo it, the normalizer is already global
+            loss = total / num_items_in_batch * self.accelerator.num_processes
+        return (loss, adapters) if return_outputs else loss
+
+    def floating_point_ops(self, inputs: dict) -> int:
+        return 0
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if "loss" in logs:
+            logs["skipped_videos"] = self.skipped_videos
+        super().log(logs, start_time)
+
+    # ---- evaluation --------------------------------------------------------------------------------
+    def evaluate(
+        self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval"
+    ) -> dict[str, float]:
+        """Token-level CE of the validation set, plus sample generations written to `<output_dir>/generations/`.
+
+        Returns:
+            `{f"{prefix}_loss", f"{prefix}_tokens", f"{prefix}_skipped_videos"}`.
+        """
+        dataset = eval_dataset if eval_dataset is not None else self.eval_dataset
+        dataloader = self.get_eval_dataloader(dataset)
+        model = self.model_wrapped
+        model.eval()
+        sums = torch.zeros(3, dtype=torch.float64, device=self.args.device)  # CE, tokens, skipped
+        with torch.no_grad(), self.accelerator.autocast():
+            for inputs in dataloader:
+                inputs = self._prepare_inputs(inputs)
+                sums[2] += int(inputs["num_skipped"])
+                if inputs["input_ids"].shape[0] == 0:
+                    continue
+                features, mask = self._context_features(inputs)
+                ce, _, count = self._response_losses(
+                    model(context_features=features, context_attention_mask=mask), inputs
+                )
+                sums[0] += ce.double()
+                sums[1] += count
+        if self.accelerator.num_processes > 1:
+            sums = self.accelerator.reduce(sums, reduction="sum")
+        metrics = {
+            f"{metric_key_prefix}_loss": float(sums[0] / sums[1].clamp(min=1)),
+            f"{metric_key_prefix}_tokens": int(sums[1]),
+            f"{metric_key_prefix}_skipped_videos": int(sums[2]),
+        }
+        if self.args.eval_num_generations > 0 and self.is_world_process_zero():
+            self.write_generations(dataset, f"{metric_key_prefix}-step-{self.state.global_step:07d}.jsonl")
+        self.log(metrics)
+        self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
+        return metrics
+
+    @torch.no_grad()
+    def generate_answers(self, inputs: dict, max_new_tokens: int) -> list[str]:
+        """Greedy answers of the adapted model to each row's prompt (no visual tokens in context)."""
+        hn = self.hypernetwork
+        processor = self.processing_class
+        features, mask = self._context_features(inputs)
+        adapters = hn(context_features=features, context_attention_mask=mask)
+        query = processor.query_inputs(inputs["prompts"])
+        tensors = {k: v.to(self.args.device) for k, v in query.items() if torch.is_tensor(v)}
+        pad = processor.tokenizer.pad_token_id
+        with inject_lora(hn.backbone, adapters.lora_A, adapters.lora_B, hn.config.scaling):
+            output = hn.vlm.generate(
+                **tensors, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad
+            )
+        new_tokens = output[:, tensors["input_ids"].shape[1] :]
+        return [
+            text.strip() for text in processor.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+        ]
+
+    def write_generations(self, dataset, filename: str) -> Path:
+        """Write `{id, prompt, target, generation}` lines for the first validation examples, atomically."""
+        count = min(self.args.eval_num_generations, len(dataset))
+        rows = []
+        batch_size = self.args.per_device_eval_batch_size
+        with self.accelerator.autocast():
+            for start in range(0, count, batch_size):
+                batch = self.data_collator([dataset[i] for i in range(start, min(start + batch_size, count))])
+                if not batch["example_ids"]:
+                    continue
+                answers = self.generate_answers(self._prepare_inputs(batch), self.args.eval_max_new_tokens)
+                for example_id, prompt, target, answer in zip(
+                    batch["example_ids"], batch["prompts"], batch["targets"], answers
+                ):
+                    rows.append({"id": example_id, "prompt": prompt, "target": target, "generation": answer})
+        path = Path(self.args.output_dir) / "generations" / filename
+        atomic_write_text(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+        return path
+
+    # ---- checkpoints -------------------------------------------------------------------------------
+    def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
+        """Save the hypernetwork only (safetensors + config.json) and the arguments as JSON (no pickle)."""
+        output_dir = output_dir if output_dir is not None else self.args.output_dir
+        if not self.args.should_save:
+            return
+        os.makedirs(output_dir, exist_ok=True)
+        args = self.args
+        training = {
+            "global_step": self.state.global_step,
+            "max_steps": args.max_steps,
+            "global_batch_size": args.per_device_train_batch_size
+            * args.gradient_accumulation_steps
+            * args.world_size,
+            "learning_rate": args.learning_rate,
+            "lr_scheduler_type": str(getattr(args.lr_scheduler_type, "value", args.lr_scheduler_type)),
+            "warmup_steps": args.warmup_steps,
+            "weight_decay": args.weight_decay,
+            "bf16": args.bf16,
+            "kl_weight": args.kl_weight,
+        }
+        card = {"training": training}
+        self.hypernetwork.save_pretrained(output_dir, state_dict=state_dict, model_card_kwargs=card)
+        arguments = self.args.to_dict()
+        arguments["activation_checkpointing"] = (
+            self._checkpoint_frozen or arguments["activation_checkpointing"]
+        )
+        atomic_write_text(
+            Path(output_dir) / "training_args.json", json.dumps(arguments, indent=2, sort_keys=True)
+        )
+
+    def _save_checkpoint(self, model, trial) -> None:
+        super()._save_checkpoint(model, trial)
+        self.accelerator.wait_for_everyone()  # every rank wrote its RNG state and optimizer shard
+        if self.args.should_save:
+            folder = Path(self._get_output_dir(trial)) / f"checkpoint-{self.state.global_step}"
+            state = {
+                "global_step": self.state.global_step,
+                "world_size": self.accelerator.num_processes,
+                "skipped_videos": self.skipped_videos,
+            }
+            atomic_write_text(folder / STATE_FILE, json.dumps(state, indent=2))
