@@ -5,8 +5,8 @@ import sys
 
 import pytest
 import torch
-from fixtures.models import TINY_HYPERNET, randomize_outputs
 
+from fixtures.models import TINY_HYPERNET, randomize_outputs
 from transformers_v2l import GeneratedLora, Video2LoraConfig, Video2LoraHypernetwork
 from transformers_v2l.cli import EXTERNAL_SUBCOMMANDS, build_parser, main
 
@@ -41,7 +41,20 @@ def test_internalize_then_ask(tmp_path, tiny_vlm_path, real_clip, capsys):
     adapter = GeneratedLora.from_pretrained(tmp_path / "adapter")
     assert adapter.rank == config.effective_rank
     assert adapter.metadata["sha256"]
-    assert main(["ask", str(tmp_path / "adapter"), "What happens?", "Who is there?", "--max-new-tokens", "4", *args]) == 0
+    assert (
+        main(
+            [
+                "ask",
+                str(tmp_path / "adapter"),
+                "What happens?",
+                "Who is there?",
+                "--max-new-tokens",
+                "4",
+                *args,
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "Q: What happens?" in out and "Q: Who is there?" in out
 

@@ -618,7 +618,11 @@ def test_v2l_convert_writes_a_loadable_folder(tmp_path, fixture_vlm, fixture_hn,
     args = convert_parser().parse_args(["convert", str(FIXTURE / "tiny-ref.pt"), str(out)])
     assert args.func(args) == 0
     assert "tiny-ref.pt" in capsys.readouterr().out
-    assert sorted(os.listdir(out)) == ["README.md", "config.json", "model.safetensors"]  # card, config, weights
+    assert sorted(os.listdir(out)) == [
+        "README.md",
+        "config.json",
+        "model.safetensors",
+    ]  # card, config, weights
     loaded = Video2LoraHypernetwork.from_pretrained(out, base_model=fixture_vlm)
     assert loaded.config.source == fixture_hn.config.source
     features, mask = expected["inputs.ctx_features"], expected["inputs.ctx_attn_mask"]

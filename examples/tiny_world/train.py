@@ -1,0 +1,587 @@
+"""The tiny-world recipe: the whole Video2LoRA method, trained and measured on a 2-core CPU.
+
+Steps (each writes into `--work-dir` and is skipped when its output exists, unless `--force`):
+
+1. `world`: generate the seeded world (mp4 clips + JSONL manifests) and decode every clip once.
+2. `base`: train a tiny `SmolVLMForConditionalGeneration` from scratch, with its own tokenizer, to
+   caption and answer questions with the video in its context (the "base with video" model).
+3. `teacher`: cache the base model's greedy captions of the train and validation clips.
+4. `hypernet`: train a `Video2LoraHypernetwork` on captioning only, against the teacher captions.
+5. `eval`: evaluate base-with-video against Video2LoRA (zero visual tokens) on the test split.
+6. `ship`: copy the base model, its processor files and the hypernetwork into the package assets.
+
+Usage:
+    python examples/tiny_world/train.py --work-dir runs/tiny_world            # the full recipe
+    python examples/tiny_world/train.py --work-dir /tmp/tw --preset smoke     # minutes, for tests
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from transformers_v2l import toy_world
+
+# ---- settings -------------------------------------------------------------------------------
+
+
+@dataclass
+class RecipeConfig:
+    """Every knob of the recipe; presets below change a few of them."""
+
+    seed: int = 0
+    caption_styles: str = "video"  # comma-separated toy_world.CAPTION_STYLES: caption rows per clip
+    num_train: int = 2400  # clips
+    num_validation: int = 200
+    num_test: int = 200
+    # base VLM (step 1)
+    text_hidden: int = 128
+    text_layers: int = 4
+    text_intermediate: int = 384
+    text_heads: int = 4
+    text_kv_heads: int = 2
+    vision_hidden: int = 128
+    vision_layers: int = 2
+    vision_intermediate: int = 256
+    vision_heads: int = 4
+    image_size: int = 64
+    patch_size: int = 8
+    scale_factor: int = 2
+    vocab_size: int = 512
+    num_frames: int = 8
+    base_steps: int = 600
+    base_batch: int = 16  # clips per step, each with all its tasks
+    base_lr: float = 2e-3
+    aux_weight: float = 1.0  # dense per-cell color/shape target on the connector output (training only)
+    # hypernetwork (steps 3-4)
+    lora_rank: int = 8
+    latent_size: int = 128
+    num_blocks: int = 2
+    num_latent_queries: int = 8
+    hn_heads: int = 4
+    hn_kv_heads: int = 2
+    hn_head_dim: int = 32
+    hn_input_expansion: int = 1
+    hn_steps: int = 1200
+    hn_batch: int = 16
+    hn_lr: float = 1e-3
+    threads: int = 2
+
+
+PRESETS = {
+    "full": RecipeConfig(),
+    "smoke": RecipeConfig(
+        num_train=160, num_validation=24, num_test=24, base_steps=60, hn_steps=60, base_batch=16
+    ),
+}
+
+HEADER_WORDS = {4: "four", 8: "eight", 12: "twelve", 16: "sixteen"}
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+# ---- step 1: world and decoded frames -------------------------------------------------------
+
+
+def decode_clip(
+    path: str, num_frames: int, target_fps: float = 1.0
+) -> tuple[np.ndarray, list[int], float, float]:
+    """Decode a clip with PyAV and sample frames with SmolVLM2's rule.
+
+    Returns:
+        `(frames [n, H, W, 3] uint8, indices, native fps, duration in seconds)`.
+    """
+    import av
+
+    with av.open(path) as container:
+        stream = container.streams.video[0]
+        fps = float(stream.average_rate)
+        frames = np.stack([f.to_ndarray(format="rgb24") for f in container.decode(stream)])
+    total = len(frames)
+    duration = total / fps
+    n = max(1, min(round(target_fps * duration), num_frames))
+    start, end = 0, total - 1
+    if duration - 2 > num_frames * target_fps:
+        start, end = int(fps), int(total - fps)
+    indices = sorted({int(i) for i in np.linspace(start, end, n)})
+    return frames[indices], indices, fps, duration
+
+
+def build_world(work: Path, cfg: RecipeConfig) -> dict[str, Path]:
+    manifests = toy_world.generate_world(
+        work / "world",
+        num_train=cfg.num_train,
+        num_validation=cfg.num_validation,
+        num_test=cfg.num_test,
+        seed=cfg.seed,
+        caption_styles=tuple(cfg.caption_styles.split(",")),
+    )
+    for split, manifest in manifests.items():
+        cache = work / "world" / f"{split}_frames.npz"
+        if cache.exists():
+            continue
+        rows = [r for r in toy_world.read_manifest(manifest) if r["id"].endswith("-caption")]  # one per clip
+        decoded = [decode_clip(r["video_path"], cfg.num_frames) for r in rows]
+        indices = decoded[0][1]
+        assert all(d[1] == indices for d in decoded), "every clip should sample the same frame indices"
+        frames = np.stack([d[0] for d in decoded])  # [N, n, H, W, 3]
+        tmp = cache.with_suffix(".tmp.npz")
+        np.savez(tmp, frames=frames, ids=np.array([r["metadata"]["clip_id"] for r in rows]),
+                 indices=np.array(indices), fps=decoded[0][2], duration=decoded[0][3])  # fmt: skip
+        os.replace(tmp, cache)
+    return manifests
+
+
+def load_frames(work: Path, split: str) -> dict:
+    data = np.load(work / "world" / f"{split}_frames.npz")
+    return {k: data[k] for k in data.files}
+
+
+# ---- prompts (the SmolVLM2 video-in-context format, SPEC section 4.2) -----------------------
+
+
+def video_prompt_text(indices: list[int], fps: float, duration: float, image_seq_len: int) -> str:
+    """The expanded video part of a SmolVLM2 user turn."""
+    from num2words import num2words
+
+    seconds = int(duration)
+    text = (
+        f"You are provided the following series of {num2words(len(indices))} frames from a "
+        f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d} [H:MM:SS] video.\n"
+    )
+    image = "<fake_token_around_image><global-img>" + "<image>" * image_seq_len + "<fake_token_around_image>"
+    for idx in indices:
+        stamp = int(idx // fps)
+        text += f"\nFrame from {stamp // 60:02d}:{stamp % 60:02d}:{image}"
+    return text + "\n\n"
+
+
+def chat(user_text: str, answer: str | None = None) -> str:
+    prompt = f"<|im_start|>User: {user_text}<end_of_utterance>\nAssistant:"
+    return prompt if answer is None else prompt + f" {answer}<end_of_utterance>"
+
+
+def build_tokenizer(cfg: RecipeConfig):
+    from transformers_v2l.testing import build_tiny_tokenizer
+
+    corpus = toy_world.corpus(tuple(cfg.caption_styles.split(",")))
+    header = video_prompt_text(list(range(0, 16, 2)), 2.0, 8.0, 1).replace("<image>", "")
+    corpus += [header] * 50 + [f"Frame from 00:{s:02d}: 0:00:{s:02d}" for s in range(16)] * 20
+    corpus += ["Internalize this video for later captioning.", "User: Assistant:"] * 50
+    return build_tiny_tokenizer(corpus, cfg.vocab_size)
+
+
+def pixel_values(frames: np.ndarray) -> torch.Tensor:
+    """uint8 `[..., H, W, 3]` to SmolVLM's normalized `[..., 3, H, W]` float32 (mean 0.5, std 0.5)."""
+    x = torch.from_numpy(frames).float().div_(255.0)
+    return x.sub_(0.5).div_(0.5).movedim(-1, -3).contiguous()
+
+
+def encode_examples(
+    tokenizer, prefix: str, pairs: list[tuple[str, str]]
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Right-padded `input_ids`, `attention_mask` and answer-only `labels` for `(question, answer)` pairs."""
+    ids, labels = [], []
+    for question, answer in pairs:
+        prompt = tokenizer(chat(prefix + question), add_special_tokens=False)["input_ids"]
+        target = tokenizer(f" {answer}<end_of_utterance>", add_special_tokens=False)["input_ids"]
+        ids.append(prompt + target)
+        labels.append([-100] * len(prompt) + target)
+    width = max(len(x) for x in ids)
+    pad = tokenizer.pad_token_id
+    input_ids = torch.full((len(ids), width), pad, dtype=torch.long)
+    label_t = torch.full((len(ids), width), -100, dtype=torch.long)
+    mask = torch.zeros((len(ids), width), dtype=torch.long)
+    for i, (x, y) in enumerate(zip(ids, labels)):
+        input_ids[i, : len(x)] = torch.tensor(x)
+        label_t[i, : len(y)] = torch.tensor(y)
+        mask[i, : len(x)] = 1
+    return input_ids, mask, label_t
+
+
+class PackedTasks:
+    """Several `(question, answer)` tasks on one video, packed after one shared video prefix.
+
+    Every task's tokens attend to the prefix and to their own earlier tokens only, and keep the
+    positions they would have alone, so the loss equals the sum over separate sequences while the
+    video is encoded once. This is only a training speed-up: evaluation uses plain prompts.
+    """
+
+    def __init__(self, tokenizer, prefix: str):
+        self.tokenizer = tokenizer
+        # the longest token prefix that every prompt on this video shares
+        probes = [
+            tokenizer(chat(prefix + q), add_special_tokens=False)["input_ids"]
+            for q in ("Describe", "What", "A")
+        ]
+        n = 0
+        while all(len(x) > n and x[n] == probes[0][n] for x in probes):
+            n += 1
+        self.prefix_ids = probes[0][:n]
+        self.prefix_text = prefix
+        self._cache: dict[tuple[str, str], tuple[list[int], list[int]]] = {}
+
+    def segment(self, question: str, answer: str) -> tuple[list[int], list[int]]:
+        key = (question, answer)
+        if key not in self._cache:
+            prompt = self.tokenizer(chat(self.prefix_text + question), add_special_tokens=False)["input_ids"]
+            target = self.tokenizer(f" {answer}<end_of_utterance>", add_special_tokens=False)["input_ids"]
+            p = len(self.prefix_ids)
+            if prompt[:p] != self.prefix_ids:
+                raise ValueError("The video prefix does not tokenize the same inside a full prompt.")
+            self._cache[key] = (prompt[p:] + target, [-100] * (len(prompt) - p) + target)
+        return self._cache[key]
+
+    def batch(self, clips_tasks: list[list[tuple[str, str]]]) -> dict[str, torch.Tensor]:
+        """`input_ids`, 4D boolean `attention_mask`, `position_ids` and `labels` for a batch of clips."""
+        p = len(self.prefix_ids)
+        rows = []
+        for tasks in clips_tasks:
+            ids, labels, positions, segments = list(self.prefix_ids), [-100] * p, list(range(p)), [0] * p
+            for k, (question, answer) in enumerate(tasks, start=1):
+                seg_ids, seg_labels = self.segment(question, answer)
+                ids += seg_ids
+                labels += seg_labels
+                positions += range(p, p + len(seg_ids))
+                segments += [k] * len(seg_ids)
+            rows.append((ids, labels, positions, segments))
+        width = max(len(r[0]) for r in rows)
+        batch = len(rows)
+        input_ids = torch.full((batch, width), self.tokenizer.pad_token_id, dtype=torch.long)
+        label_t = torch.full((batch, width), -100, dtype=torch.long)
+        position_ids = torch.zeros((batch, width), dtype=torch.long)
+        segment_t = torch.full((batch, width), -1, dtype=torch.long)
+        for i, (ids, labels, positions, segments) in enumerate(rows):
+            n = len(ids)
+            input_ids[i, :n], label_t[i, :n] = torch.tensor(ids), torch.tensor(labels)
+            position_ids[i, :n], segment_t[i, :n] = torch.tensor(positions), torch.tensor(segments)
+        causal = torch.ones(width, width, dtype=torch.bool).tril()
+        same = segment_t[:, :, None] == segment_t[:, None, :]
+        to_prefix = (segment_t[:, None, :] == 0) & (segment_t[:, :, None] >= 0)
+        mask = (causal & (same | to_prefix)) | torch.eye(
+            width, dtype=torch.bool
+        )  # padding rows see themselves
+        return {
+            "input_ids": input_ids,
+            "attention_mask": mask[:, None],
+            "position_ids": position_ids,
+            "labels": label_t,
+        }
+
+
+# ---- step 2: the base VLM -------------------------------------------------------------------
+
+
+def build_base_model(cfg: RecipeConfig, tokenizer):
+    from transformers import SmolVLMConfig, SmolVLMForConditionalGeneration
+
+    config = SmolVLMConfig(
+        vision_config={
+            "model_type": "smolvlm_vision", "hidden_size": cfg.vision_hidden, "num_hidden_layers": cfg.vision_layers,
+            "num_attention_heads": cfg.vision_heads, "intermediate_size": cfg.vision_intermediate,
+            "image_size": cfg.image_size, "patch_size": cfg.patch_size,
+        },
+        text_config={
+            "model_type": "llama", "hidden_size": cfg.text_hidden, "num_hidden_layers": cfg.text_layers,
+            "intermediate_size": cfg.text_intermediate, "num_attention_heads": cfg.text_heads,
+            "num_key_value_heads": cfg.text_kv_heads, "vocab_size": len(tokenizer), "rms_norm_eps": 1e-5,
+            "max_position_embeddings": 1024, "pad_token_id": tokenizer.pad_token_id,
+            "bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id,
+        },
+        scale_factor=cfg.scale_factor,
+        image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
+        tie_word_embeddings=False,
+    )  # fmt: skip
+    torch.manual_seed(cfg.seed)
+    model = SmolVLMForConditionalGeneration(config)
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    return model
+
+
+def image_seq_len(cfg: RecipeConfig) -> int:
+    return (cfg.image_size // cfg.patch_size) ** 2 // cfg.scale_factor**2
+
+
+def clip_tasks(rows: list[dict]) -> dict[str, list[tuple[str, str]]]:
+    """`{clip_id: [(prompt, target), ...]}` with the caption first."""
+    tasks: dict[str, list[tuple[str, str]]] = {}
+    for row in rows:
+        tasks.setdefault(row["metadata"]["clip_id"], []).append((row["prompt"], row["target_text"]))
+    return tasks
+
+
+def train_base(work: Path, cfg: RecipeConfig, manifests: dict[str, Path]) -> Path:
+    out = work / "base"
+    if (out / "model.safetensors").exists():
+        return out
+    from transformers_v2l.testing import save_tiny_smolvlm
+
+    tokenizer = build_tokenizer(cfg)
+    model = build_base_model(cfg, tokenizer)
+    log(
+        f"base VLM: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters, vocab {len(tokenizer)}"
+    )
+    train = load_frames(work, "train")
+    tasks = clip_tasks(toy_world.read_manifest(manifests["train"]))
+    prefix = video_prompt_text(
+        list(train["indices"]), float(train["fps"]), float(train["duration"]), image_seq_len(cfg)
+    )
+    pixels = pixel_values(train["frames"])  # [N, n, 3, H, W]
+    ids = list(train["ids"])
+    rng = np.random.default_rng(cfg.seed)
+    # auxiliary dense target (training only, then discarded): what each image token's cell shows
+    grid = cfg.image_size // cfg.patch_size // cfg.scale_factor
+    meta = {
+        r["metadata"]["clip_id"]: r["metadata"]
+        for r in toy_world.read_manifest(manifests["train"])
+        if r["task_type"] == "caption"
+    }
+    targets = torch.from_numpy(
+        np.stack([toy_world.grid_targets(meta[i], [int(x) for x in train["indices"]], grid) for i in ids])
+    )
+    aux_head = torch.nn.Linear(cfg.text_hidden, targets.shape[-1])
+    captured = {}
+    hook = model.model.connector.register_forward_hook(
+        lambda module, args, output: captured.update(tokens=output)
+    )
+    params = [*model.parameters(), *aux_head.parameters()]
+    optimizer = torch.optim.AdamW(params, lr=cfg.base_lr, weight_decay=0.01, betas=(0.9, 0.98))
+    warmup = max(1, cfg.base_steps // 20)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / cfg.base_steps))),
+    )
+    model.train()
+    start, running, history = time.time(), None, []
+    packer = PackedTasks(tokenizer, prefix)
+    for step in range(cfg.base_steps):
+        batch = rng.choice(len(ids), size=cfg.base_batch, replace=False)
+        inputs = packer.batch([tasks[ids[i]] for i in batch])
+        loss = lm_loss = model(pixel_values=pixels[batch], **inputs).loss
+        if cfg.aux_weight > 0:
+            logits = aux_head(captured["tokens"]).view(
+                *targets[batch].shape
+            )  # [B, frames, cells, attributes]
+            aux = torch.nn.functional.binary_cross_entropy_with_logits(logits, targets[batch])
+            loss = loss + cfg.aux_weight * aux
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        schedule.step()
+        optimizer.zero_grad(set_to_none=True)
+        running = lm_loss.item() if running is None else 0.95 * running + 0.05 * lm_loss.item()
+        history.append(lm_loss.item())
+        if step % 50 == 0 or step == cfg.base_steps - 1:
+            log(f"base step {step}/{cfg.base_steps} answer loss {running:.3f} ({time.time() - start:.0f}s)")
+    hook.remove()
+    model.eval()
+    tmp = work / "base.tmp"
+    save_tiny_smolvlm(model, tokenizer, tmp, longest_edge=cfg.image_size)
+    _patch_preprocessor(tmp, cfg)
+    (tmp / "training_losses.json").write_text(json.dumps(history))
+    os.replace(tmp, out)
+    log(f"base VLM trained in {time.time() - start:.0f}s")
+    return out
+
+
+def _patch_preprocessor(path: Path, cfg: RecipeConfig) -> None:
+    """Record the recipe's frame sampling (1 fps, at most `num_frames`) in the processor files."""
+    config_path = path / "preprocessor_config.json"
+    pre = json.loads(config_path.read_text())
+    pre["video_sampling"]["max_frames"] = cfg.num_frames
+    config_path.write_text(json.dumps(pre, indent=2))
+
+
+@torch.no_grad()
+def generate_with_video(
+    model, tokenizer, prefix: str, pixels: torch.Tensor, questions: list[str], max_new_tokens: int = 32
+):
+    """Greedy answers of the base model with the video in context, batched (left padding)."""
+    prompts = [tokenizer(chat(prefix + q), add_special_tokens=False)["input_ids"] for q in questions]
+    width = max(len(p) for p in prompts)
+    input_ids = torch.full((len(prompts), width), tokenizer.pad_token_id, dtype=torch.long)
+    mask = torch.zeros_like(input_ids)
+    for i, p in enumerate(prompts):
+        input_ids[i, width - len(p) :] = torch.tensor(p)
+        mask[i, width - len(p) :] = 1
+    out = model.generate(
+        input_ids=input_ids, attention_mask=mask, pixel_values=pixels, max_new_tokens=max_new_tokens, do_sample=False,
+        pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+    )  # fmt: skip
+    return [t.strip() for t in tokenizer.batch_decode(out[:, width:], skip_special_tokens=True)]
+
+
+def quick_eval_base(
+    work: Path, cfg: RecipeConfig, manifests: dict[str, Path], split: str, limit: int = 64
+) -> dict:
+    """Caption token F1 and QA exact match of the base model with the video in context."""
+    from transformers import AutoTokenizer, SmolVLMForConditionalGeneration
+
+    model = SmolVLMForConditionalGeneration.from_pretrained(work / "base").eval()
+    tokenizer = AutoTokenizer.from_pretrained(work / "base")
+    data = load_frames(work, split)
+    prefix = video_prompt_text(
+        list(data["indices"]), float(data["fps"]), float(data["duration"]), image_seq_len(cfg)
+    )
+    tasks = clip_tasks(toy_world.read_manifest(manifests[split]))
+    pixels = pixel_values(data["frames"][:limit])
+    f1s, ems, by_kind = [], [], {}
+    rows = [r for r in toy_world.read_manifest(manifests[split]) if r["task_type"] == "qa"]
+    kinds = {(r["metadata"]["clip_id"], r["prompt"]): r["metadata"]["qa_kind"] for r in rows}
+    for i, clip_id in enumerate(data["ids"][:limit]):
+        pairs = tasks[clip_id]
+        answers = generate_with_video(
+            model,
+            tokenizer,
+            prefix,
+            pixels[i : i + 1].expand(len(pairs), -1, -1, -1, -1).contiguous(),
+            [q for q, _ in pairs],
+        )
+        f1s.append(token_f1(answers[0], pairs[0][1]))
+        for (q, a), pred in zip(pairs[1:], answers[1:]):
+            em = float(normalize(pred) == normalize(a))
+            ems.append(em)
+            by_kind.setdefault(kinds[(clip_id, q)], []).append(em)
+        if i < 3:
+            log(f"  {pairs[0][1]!r} -> {answers[0]!r}")
+    return {"caption_f1": float(np.mean(f1s)), "qa_em": float(np.mean(ems)),
+            **{f"qa_{k}": float(np.mean(v)) for k, v in sorted(by_kind.items())}}  # fmt: skip
+
+
+def normalize(text: str) -> str:
+    import re
+
+    text = re.sub(r"[^a-z0-9 ]", " ", text.lower())
+    return " ".join(w for w in text.split() if w not in {"a", "an", "the"})
+
+
+def token_f1(prediction: str, reference: str) -> float:
+    from collections import Counter
+
+    pred, ref = normalize(prediction).split(), normalize(reference).split()
+    common = sum((Counter(pred) & Counter(ref)).values())
+    if not pred or not ref or not common:
+        return float(pred == ref)
+    precision, recall = common / len(pred), common / len(ref)
+    return 2 * precision * recall / (precision + recall)
+
+
+# ---- main -----------------------------------------------------------------------------------
+
+
+def ship(work: Path, assets: Path) -> Path:
+    """Copy the base model (with tokenizer and processor files) and the hypernetwork into the package."""
+    import shutil
+
+    tmp = assets.with_name(assets.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(work / "base", tmp / "base")
+    (tmp / "hypernet").mkdir(parents=True)
+    for name in ("config.json", "model.safetensors"):
+        shutil.copy2(work / "hypernet" / name, tmp / "hypernet" / name)
+    config_path = tmp / "hypernet" / "config.json"
+    config = json.loads(config_path.read_text())
+    config["base_model_name_or_path"] = (
+        "transformers_v2l/assets/tiny_world/base"  # resolved by load_default_hypernetwork
+    )
+    config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    for name in ("recipe.json", "timings.json"):
+        if (work / name).exists():
+            shutil.copy2(work / name, tmp / name)
+    (tmp / "README.md").write_text(
+        "# The tiny-world default model\n\n"
+        "`base/`: a `SmolVLMForConditionalGeneration` trained from scratch on `transformers_v2l.toy_world` "
+        "(with its tokenizer and processor files); `hypernet/`: a `Video2LoraHypernetwork` trained for it on "
+        "captioning only. Produced by `examples/tiny_world/train.py` (settings in `recipe.json`, seconds per step "
+        "in `timings.json`); results in `docs/results.md`. Load with "
+        "`transformers_v2l.demo.load_default_hypernetwork()`.\n"
+    )
+    shutil.rmtree(assets, ignore_errors=True)
+    os.replace(tmp, assets)
+    return assets
+
+
+ALL_STEPS = ["world", "base", "hypernet", "eval", "ship"]
+ASSETS = Path(__file__).resolve().parents[2] / "src" / "transformers_v2l" / "assets" / "tiny_world"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--work-dir", required=True, type=Path)
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="full")
+    parser.add_argument("--steps", nargs="+", default=ALL_STEPS, choices=[*ALL_STEPS, "eval-base"])
+    parser.add_argument("--set", nargs="*", default=[], help="override recipe fields, e.g. base_steps=200")
+    parser.add_argument(
+        "--eval-limit", type=int, default=None, help="evaluate on the first N test clips only"
+    )
+    parser.add_argument("--assets", type=Path, default=ASSETS, help="where `ship` writes the default model")
+    parser.add_argument("--results-doc", type=Path, default=None, help="also write the results table here")
+    args = parser.parse_args(argv)
+    cfg = PRESETS[args.preset]
+    overrides = {}
+    for item in args.set:
+        key, value = item.split("=", 1)
+        overrides[key] = type(getattr(cfg, key))(value)
+    cfg = replace(cfg, **overrides)
+    torch.set_num_threads(cfg.threads)
+    work = args.work_dir
+    work.mkdir(parents=True, exist_ok=True)
+    (work / "recipe.json").write_text(json.dumps(asdict(cfg), indent=2))
+    timings_path = work / "timings.json"
+    timings = json.loads(timings_path.read_text()) if timings_path.exists() else {}
+
+    def timed(name, fn, *fn_args):
+        start = time.time()
+        result = fn(*fn_args)
+        timings[name] = round(time.time() - start, 1)
+        timings_path.write_text(json.dumps(timings, indent=2))
+        return result
+
+    manifests = timed("world", build_world, work, cfg)
+    log(f"world ready in {timings['world']:.0f}s")
+    if "base" in args.steps:
+        timed("base", train_base, work, cfg, manifests)
+    if "eval-base" in args.steps:
+        for split in ("validation", "test"):
+            log(f"base {split}: {quick_eval_base(work, cfg, manifests, split)}")
+    hn = None
+    if "hypernet" in args.steps or "eval" in args.steps:
+        from hypernet import train_hypernetwork
+
+        hn, losses = timed("hypernet", train_hypernetwork, work, cfg)
+        log(f"validation caption loss: {losses}")
+    if "eval" in args.steps:
+        from evaluate import evaluate
+
+        summary = timed("eval", evaluate, work, cfg, hn, args.eval_limit)
+        log(json.dumps({k: v for k, v in summary.items() if k != "report_markdown"}, indent=1))
+        from evaluate import render_results
+
+        command = "python examples/tiny_world/train.py " + " ".join(
+            argv if argv is not None else sys.argv[1:]
+        )
+        markdown = render_results(summary, timings, command)
+        (work / "eval" / "results.md").write_text(markdown)
+        if args.results_doc:
+            args.results_doc.write_text(markdown)
+            log(f"wrote {args.results_doc}")
+    if "ship" in args.steps:
+        log(f"shipped to {ship(work, args.assets)}")
+    log(f"timings (s): {timings}, total {sum(timings.values()):.0f}s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

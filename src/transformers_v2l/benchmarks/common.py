@@ -1,0 +1,512 @@
+"""Shared machinery of the benchmarks: real-shape models, interleaved timing, memory, result files.
+
+Every benchmark follows the same rules, so that figures taken on a shared 2-core machine mean something:
+
+* Models have the real SmolVLM2 shapes with random weights (time does not depend on the weights), built
+  directly in bf16, and run with 2 threads.
+* All conditions of one benchmark are measured in one process, *interleaved*: each round runs every
+  condition once, in a rotated order, after warm-up rounds. We report medians of at least 5 rounds and
+  ratios between conditions, which stay stable when other jobs share the machine. The load average is
+  recorded with every result.
+* Peak memory is measured in a fresh subprocess per condition (`run_isolated`), with a watchdog that kills
+  the child above a memory cap, so a condition that would take the machine down is recorded instead.
+* Results are written atomically (`write_json`, `save_figure`): a crash never leaves half a file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = [
+    "BENCH_QUESTION",
+    "BenchSetup",
+    "Sample",
+    "build_setup",
+    "first_token",
+    "interleaved",
+    "log_progress",
+    "machine_info",
+    "new_figure",
+    "random_video",
+    "ratio",
+    "ratios",
+    "run_isolated",
+    "save_figure",
+    "set_threads",
+    "summarize",
+    "timed",
+    "write_json",
+]
+
+#: A 25-token question (with the real SmolVLM tokenizer), the setting of GUIDE.md section 3.
+BENCH_QUESTION = (
+    "What happens in the video, and which objects and colors appear first, in the middle, and at the end?"
+)
+
+_BENCH_CORPUS = [
+    BENCH_QUESTION,
+    "You are provided the following series of twelve frames from a 0:00:12 [H:MM:SS] video.",
+    "Frame from 00:01: Internalize this video for later captioning. Describe the video in detail.",
+    "User: What happens in the video? Assistant: A bunny wakes up and walks out of a hole in a tree.",
+    "one two three four five six seven eight nine ten eleven twelve twenty forty sixty hundred thousand",
+    "0123456789 : [ ] . , ? ! - a b c d e f g h i j k l m n o p q r s t u v w x y z",
+]
+
+
+# ---- environment ---------------------------------------------------------------------------------
+def set_threads(num_threads: int | None = None) -> None:
+    """Use `num_threads` intra-op threads (default `$V2L_BENCH_THREADS`, else 2), one inter-op thread if still possible."""
+    torch.set_num_threads(num_threads or int(os.environ.get("V2L_BENCH_THREADS", "2")))
+    with contextlib.suppress(RuntimeError):  # only settable before the first parallel op
+        torch.set_num_interop_threads(1)
+
+
+def machine_info() -> dict[str, Any]:
+    """CPU, memory, library versions, threads and the current load average."""
+    import transformers
+
+    cpu = platform.processor() or platform.machine()
+    flags: list[str] = []
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+            if line.startswith("flags"):
+                wanted = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
+                flags = sorted(set(line.split(":", 1)[1].split()) & set(wanted))
+                break
+    info: dict[str, Any] = {
+        "cpu": cpu,
+        "cpu_flags": flags,
+        "logical_cpus": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "python": platform.python_version(),
+        "loadavg": list(os.getloadavg()),
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    with contextlib.suppress(ImportError):
+        import psutil
+
+        info["memory_total_gib"] = round(psutil.virtual_memory().total / 2**30, 1)
+    return info
+
+
+# ---- timing --------------------------------------------------------------------------------------
+def summarize(samples: list[float]) -> dict[str, Any]:
+    """Median, min, max and the raw samples (seconds)."""
+    return {
+        "median": statistics.median(samples),
+        "min": min(samples),
+        "max": max(samples),
+        "n": len(samples),
+        "samples": [round(s, 6) for s in samples],
+    }
+
+
+class Sample(float):
+    """A self-timed sample: wall seconds (the float value) and the process CPU seconds of the same span."""
+
+    cpu: float
+
+    def __new__(cls, wall: float, cpu: float) -> Sample:
+        sample = super().__new__(cls, wall)
+        sample.cpu = cpu
+        return sample
+
+
+def timed(fn: Callable[[], Any]) -> Sample:
+    """Run `fn()` and return its wall and process CPU time, for conditions that time only part of a call."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    fn()
+    return Sample(time.perf_counter() - wall, time.process_time() - cpu)
+
+
+def interleaved(
+    conditions: dict[str, Callable[[], Any]],
+    *,
+    repeats: int = 5,
+    warmup: int = 1,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Time conditions in interleaved rounds: every round runs each condition once, in rotated order.
+
+    Both wall time and process CPU time (all threads) are recorded. On a machine shared with other jobs, wall
+    time includes waiting for a core; CPU time counts the work done, so its ratios are steadier.
+
+    Args:
+        conditions: `{name: zero-argument callable}`; each call is one timed sample. A callable that
+            returns a `Sample` (see `timed`) or a float reports its own time (for setup that must not be
+            timed, like merging an adapter).
+        repeats: timed rounds (at least 5 for published figures).
+        warmup: untimed rounds first.
+        progress: called with a short message after each round (for logging).
+
+    Returns:
+        `{name: summary}`: `summarize(wall samples)` plus `cpu` (`summarize(CPU samples)`) and the load
+        averages `load_before` / `load_after`.
+
+    Example:
+        ```python
+        stats = interleaved({"a": f, "b": g}, repeats=5)
+        stats["b"]["median"] / stats["a"]["median"]
+        ```
+    """
+    names = list(conditions)
+    walls: dict[str, list[float]] = {name: [] for name in names}
+    cpus: dict[str, list[float]] = {name: [] for name in names}
+    load_before = os.getloadavg()[0]
+    for round_index in range(warmup + repeats):
+        shift = round_index % len(names)
+        for name in names[shift:] + names[:shift]:
+            wall, cpu = time.perf_counter(), time.process_time()
+            result = conditions[name]()
+            wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+            if isinstance(result, float):  # the condition timed its own critical section
+                wall, cpu = float(result), getattr(result, "cpu", float("nan"))
+            if round_index >= warmup:
+                walls[name].append(wall)
+                cpus[name].append(cpu)
+        if progress is not None:
+            kind = "warm-up" if round_index < warmup else "round"
+            progress(f"{kind} {round_index + 1}/{warmup + repeats} (load {os.getloadavg()[0]:.1f})")
+    load_after = os.getloadavg()[0]
+    return {
+        name: {**summarize(walls[name]), "cpu": summarize(cpus[name]), "load_before": load_before,
+               "load_after": load_after}
+        for name in names
+    }  # fmt: skip
+
+
+# ---- models and inputs -----------------------------------------------------------------------------
+@dataclass
+class BenchSetup:
+    """A real-shape random SmolVLM2, a hypernetwork bound to it, and an offline processor.
+
+    Args:
+        preset: `"256m"` or `"500m"`.
+        vlm: the `SmolVLMForConditionalGeneration` (random weights, bf16).
+        hypernet: a `Video2LoraHypernetwork` with the paper's architecture (bf16, random, non-zero adapters).
+        processor: a `Video2LoraProcessor` with SmolVLM2's video settings and an offline tokenizer.
+    """
+
+    preset: str
+    vlm: torch.nn.Module
+    hypernet: Any
+    processor: Any
+
+    @property
+    def tokens_per_frame(self) -> int:
+        return self.processor.image_seq_len
+
+
+def build_setup(
+    preset: str = "500m",
+    *,
+    dtype: torch.dtype = torch.bfloat16,
+    seed: int = 0,
+    max_image_size: int = 512,
+    longest_edge: int = 384,
+    hypernet_kwargs: dict | None = None,
+    tiny: bool = False,
+) -> BenchSetup:
+    """Build the models every benchmark uses, offline and directly in `dtype`.
+
+    Args:
+        preset: real SmolVLM2 shape, `"256m"` or `"500m"`.
+        dtype: weight dtype of both models.
+        seed: weight seed.
+        max_image_size: edge of the square tile the vision tower sees (SmolVLM2: 512, 64 tokens per frame).
+        longest_edge: frame resize target before squaring (the paper: 384).
+        hypernet_kwargs: `Video2LoraConfig` overrides (the paper's architecture by default).
+        tiny: build the tiny test model instead (for smoke tests); `preset` is ignored.
+
+    Returns:
+        A `BenchSetup`.
+
+    Example:
+        ```python
+        setup = build_setup("500m")
+        adapter = setup.hypernet.internalize(random_video(12))
+        ```
+    """
+    from ..configuration_video2lora import Video2LoraConfig
+    from ..modeling_video2lora import Video2LoraHypernetwork
+    from ..processing_video2lora import Video2LoraProcessor
+    from ..testing import build_random_smolvlm, build_tiny_smolvlm, build_tiny_tokenizer
+
+    if tiny:
+        vlm, tokenizer = build_tiny_smolvlm(seed=seed, dtype=dtype)
+        vision = vlm.config.vision_config
+        max_image_size = vision.image_size
+        longest_edge = min(longest_edge, max_image_size)
+        hypernet_kwargs = {
+            "lora_rank": 4, "latent_size": 32, "num_latent_queries": 4, "num_blocks": 2,
+            "num_attention_heads": 4, "num_key_value_heads": 2, "attention_head_dim": 16,
+            **(hypernet_kwargs or {}),
+        }  # fmt: skip
+    else:
+        vlm = build_random_smolvlm(preset, dtype=dtype, seed=seed)
+        tokenizer = build_tiny_tokenizer(_BENCH_CORPUS, vocab_size=600)
+        image_token = tokenizer.convert_tokens_to_ids("<image>")
+        vlm.config.image_token_id = image_token  # the offline tokenizer's id; timing is unchanged
+        vlm.model.image_token_id = image_token
+        vlm.generation_config.pad_token_id = tokenizer.pad_token_id
+        vlm.generation_config.eos_token_id = tokenizer.eos_token_id
+    vision = vlm.config.vision_config
+    tokens = (max_image_size // vision.patch_size) ** 2 // vlm.config.scale_factor**2
+    processor = Video2LoraProcessor(
+        tokenizer, image_seq_len=tokens, max_image_size=max_image_size, longest_edge=longest_edge
+    )
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        torch.manual_seed(seed)
+        config = Video2LoraConfig.from_base_model(vlm, longest_edge=longest_edge, **(hypernet_kwargs or {}))
+        hypernet = Video2LoraHypernetwork(config, base_model=vlm, processor=processor).eval()
+    finally:
+        torch.set_default_dtype(previous)
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():  # an untrained hypernetwork emits B = 0; give it non-zero outputs
+        for name in hypernet.scaler_B:
+            scaler = hypernet.scaler_B[name]
+            scaler.copy_(torch.randn(scaler.shape, generator=generator).to(scaler.dtype))
+            if config.use_bias_lora:
+                bias = hypernet.bias_B[name]
+                bias.copy_((0.02 * torch.randn(bias.shape, generator=generator)).to(bias.dtype))
+    return BenchSetup(preset="tiny" if tiny else preset, vlm=vlm, hypernet=hypernet, processor=processor)
+
+
+def random_video(num_frames: int, height: int = 720, width: int = 1280, seed: int = 0) -> np.ndarray:
+    """A `[T, H, W, 3]` uint8 clip of noise (720p by default), for timing."""
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 256, size=(num_frames, height, width, 3), dtype=np.uint8)
+
+
+@torch.no_grad()
+def first_token(model: torch.nn.Module, inputs: dict[str, Any], past_key_values=None) -> torch.Tensor:
+    """Prefill and pick the first generated token (greedy): exactly the time to first token.
+
+    Only the last position's logits are computed (`logits_to_keep=1`), as `generate` does.
+
+    Args:
+        model: the VLM.
+        inputs: processor outputs (tensors only are used).
+        past_key_values: an optional cache holding a prefix of `inputs["input_ids"]`'s context.
+
+    Returns:
+        `[B]` token ids.
+    """
+    tensors = {k: v for k, v in inputs.items() if torch.is_tensor(v)}
+    if "pixel_values" in tensors:
+        tensors["pixel_values"] = tensors["pixel_values"].to(model.dtype)
+    out = model(**tensors, past_key_values=past_key_values, use_cache=True, logits_to_keep=1)
+    return out.logits[:, -1].argmax(-1)
+
+
+# ---- memory ----------------------------------------------------------------------------------------
+def run_isolated(
+    function: str,
+    kwargs: dict[str, Any],
+    *,
+    memory_cap_gib: float = 10.0,
+    timeout_s: float = 3600.0,
+    poll_s: float = 0.1,
+) -> dict[str, Any]:
+    """Run `module:function(**kwargs)` in a fresh Python process and measure its peak memory.
+
+    A watchdog samples the child's resident set size; above `memory_cap_gib` it kills the child and the
+    result says so (`status: "memory_cap"`), so a condition that would exhaust the machine is recorded
+    instead of taking it down. The child also reports its own `ru_maxrss`.
+
+    Args:
+        function: `"package.module:function"`; it must take JSON-able keyword arguments and return a
+            JSON-able dict.
+        kwargs: its keyword arguments.
+        memory_cap_gib: resident-set cap; the child is killed above it.
+        timeout_s: wall-clock limit.
+        poll_s: watchdog sampling period.
+
+    Returns:
+        `{"status": "ok" | "memory_cap" | "timeout" | "error", "peak_rss_gib", "wall_s", "result", "stderr_tail"}`.
+
+    Example:
+        ```python
+        run_isolated("transformers_v2l.benchmarks.token_load:measure_condition", {"condition": "plain"})
+        ```
+    """
+    import psutil
+
+    module, name = function.split(":")
+    code = (
+        "import json, resource, sys\n"
+        f"from {module} import {name} as f\n"
+        "out = f(**json.loads(sys.argv[1]))\n"
+        "out['ru_maxrss_gib'] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20\n"
+        "print('@@RESULT@@' + json.dumps(out))\n"
+    )
+    with tempfile.TemporaryFile(mode="w+") as stdout, tempfile.TemporaryFile(mode="w+") as stderr:
+        start = time.perf_counter()
+        child = subprocess.Popen(
+            [sys.executable, "-c", code, json.dumps(kwargs)],
+            stdout=stdout,
+            stderr=stderr,
+            env=os.environ.copy(),
+        )
+        proc = psutil.Process(child.pid)
+        peak, status = 0, None
+        while child.poll() is None:
+            with contextlib.suppress(psutil.Error):
+                peak = max(peak, proc.memory_info().rss)
+            if peak > memory_cap_gib * 2**30:
+                status = "memory_cap"
+            elif time.perf_counter() - start > timeout_s:
+                status = "timeout"
+            if status:
+                child.kill()
+                child.wait()
+                break
+            time.sleep(poll_s)
+        wall = time.perf_counter() - start
+        stdout.seek(0)
+        stderr.seek(0)
+        out, err = stdout.read(), stderr.read()
+    result = None
+    for line in out.splitlines():
+        if line.startswith("@@RESULT@@"):
+            result = json.loads(line[len("@@RESULT@@") :])
+    if status is None:
+        status = "ok" if child.returncode == 0 and result is not None else "error"
+    peak_gib = peak / 2**30
+    if result and "ru_maxrss_gib" in result:
+        peak_gib = max(peak_gib, result["ru_maxrss_gib"])
+    return {
+        "status": status,
+        "returncode": child.returncode,
+        "peak_rss_gib": round(peak_gib, 3),
+        "wall_s": round(wall, 2),
+        "result": result,
+        "stderr_tail": err[-2000:] if status != "ok" else "",
+    }
+
+
+# ---- result files ------------------------------------------------------------------------------------
+def _atomic_target(path: str | os.PathLike) -> tuple[Path, Path]:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
+    os.close(handle)
+    return path, Path(tmp)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (np.generic,)):
+        return value.item()
+    if isinstance(value, float):
+        return round(value, 6)
+    if isinstance(value, (torch.dtype, Path)):
+        return str(value)
+    return value
+
+
+def write_json(path: str | os.PathLike, data: dict[str, Any]) -> Path:
+    """Write `data` as indented JSON atomically (temporary file, then rename).
+
+    Args:
+        path: target file; parent folders are created.
+        data: JSON-able data (numpy scalars, dtypes and paths are converted).
+
+    Returns:
+        The path written.
+    """
+    path, tmp = _atomic_target(path)
+    try:
+        tmp.write_text(json.dumps(_jsonable(data), indent=2) + "\n")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def save_figure(fig, path: str | os.PathLike) -> Path:
+    """Save a matplotlib figure atomically as PNG and close it.
+
+    Args:
+        fig: a `matplotlib.figure.Figure`.
+        path: target `.png` file.
+
+    Returns:
+        The path written.
+    """
+    import matplotlib.pyplot as plt
+
+    path, tmp = _atomic_target(path)
+    try:
+        fig.savefig(tmp, dpi=120, bbox_inches="tight", format="png")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+        plt.close(fig)
+    return path
+
+
+def new_figure(ncols: int = 1, width: float = 5.0, height: float = 3.6):
+    """A `(figure, axes)` pair with the Agg backend (no display needed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, ncols, figsize=(width * ncols, height), squeeze=False)
+    return fig, list(axes[0])
+
+
+@contextlib.contextmanager
+def log_progress(prefix: str, enabled: bool = True) -> Iterator[Callable[[str], None]]:
+    """A logger callable that prints `[prefix] message` to stderr with the elapsed time."""
+    start = time.perf_counter()
+
+    def log(message: str) -> None:
+        if enabled:
+            print(f"[{prefix} {time.perf_counter() - start:7.1f}s] {message}", file=sys.stderr, flush=True)
+
+    yield log
+
+
+def ratio(stats: dict[str, dict[str, Any]], numerator: str, denominator: str) -> float:
+    """`median(numerator) / median(denominator)` of wall times."""
+    return stats[numerator]["median"] / stats[denominator]["median"]
+
+
+def ratios(stats: dict[str, dict[str, Any]], numerator: str, denominator: str) -> dict[str, float]:
+    """Three estimates of `numerator / denominator` from one interleaved run.
+
+    Returns:
+        `{"wall": ratio of wall medians, "wall_paired": median of per-round wall ratios (robust to load
+        drifting between rounds), "cpu": ratio of CPU-time medians (robust to waiting for a core)}`.
+    """
+    a, b = stats[numerator], stats[denominator]
+    paired = statistics.median(x / y for x, y in zip(a["samples"], b["samples"]))
+    cpu_a, cpu_b = a.get("cpu", {}).get("median"), b.get("cpu", {}).get("median")
+    cpu = cpu_a / cpu_b if cpu_a and cpu_b and cpu_a == cpu_a and cpu_b == cpu_b else None
+    return {"wall": a["median"] / b["median"], "wall_paired": paired, "cpu": cpu}

@@ -1,0 +1,186 @@
+"""`v2l demo` and the embedded default model: the tiny-world VLM and its Video2LoRA hypernetwork.
+
+The package ships a tiny SmolVLM-architecture model trained from scratch on the toy world
+(`transformers_v2l.toy_world`) and a hypernetwork trained for it, produced by
+`examples/tiny_world/train.py`. They are a few MB, load offline in well under a second, and make
+`v2l internalize`, `v2l ask` and `v2l demo` work on a fresh install with no network.
+
+Example:
+    ```python
+    from transformers_v2l.demo import load_default_hypernetwork
+
+    hn = load_default_hypernetwork()
+    adapter = hn.internalize("clip.mp4")
+    hn.answer(adapter, "What color is the circle?")
+    ```
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+__all__ = ["DEFAULT_MODEL_DIR", "add_demo_subparser", "load_default_hypernetwork", "run_demo"]
+
+#: The embedded default model: `base/` (VLM, tokenizer, processor files) and `hypernet/`.
+DEFAULT_MODEL_DIR = Path(__file__).parent / "assets" / "tiny_world"
+# which questions the demo prefers to ask, in order
+_QUESTION_KINDS = ("order", "direction", "color", "event", "shape", "count")
+
+
+def load_default_hypernetwork(model_dir: str | os.PathLike | None = None, *, num_threads: int | None = None):
+    """Load the embedded tiny-world hypernetwork, bound to its base VLM and processor.
+
+    Args:
+        model_dir: a folder with `base/` and `hypernet/` as `examples/tiny_world/train.py` writes
+            them; defaults to the copy shipped inside the package.
+        num_threads: if given, `torch.set_num_threads(num_threads)`.
+
+    Returns:
+        A `Video2LoraHypernetwork` in eval mode, ready for `internalize`, `answer` and
+        `answer_with_video`.
+
+    Raises:
+        FileNotFoundError: the package was installed without its assets.
+
+    Example:
+        ```python
+        hn = load_default_hypernetwork()
+        hn.answer(hn.internalize("clip.mp4"), "How many objects are there?")
+        ```
+    """
+    from transformers import SmolVLMForConditionalGeneration
+
+    from .modeling_video2lora import Video2LoraHypernetwork
+    from .processing_video2lora import Video2LoraProcessor
+
+    root = Path(model_dir) if model_dir is not None else DEFAULT_MODEL_DIR
+    base_dir, hypernet_dir = root / "base", root / "hypernet"
+    if not (base_dir / "config.json").exists() or not (hypernet_dir / "config.json").exists():
+        raise FileNotFoundError(
+            f"No default model in {root}: expected base/ and hypernet/ folders. Reinstall transformers-v2l "
+            "with its package data, or produce them with examples/tiny_world/train.py."
+        )
+    if num_threads:
+        torch.set_num_threads(num_threads)
+    base = SmolVLMForConditionalGeneration.from_pretrained(base_dir, dtype=torch.float32).eval()
+    hn = Video2LoraHypernetwork.from_pretrained(hypernet_dir, base_model=base)
+    processor = Video2LoraProcessor.from_pretrained(
+        base_dir, longest_edge=hn.config.longest_edge, num_frames=hn.config.num_frames
+    )
+    hn._init_runtime(base, processor)
+    hn.config.base_model_name_or_path = str(base_dir)
+    return hn.eval()
+
+
+def _pick_questions(qa: list[dict], count: int) -> list[dict]:
+    picked: list[dict] = []
+    for kind in _QUESTION_KINDS:
+        for item in qa:
+            if item["kind"] == kind and item not in picked:
+                picked.append(item)
+                break
+        if len(picked) == count:
+            break
+    return picked
+
+
+def _timed(fn, *args, **kwargs):
+    start = time.perf_counter()
+    result = fn(*args, **kwargs)
+    return result, time.perf_counter() - start
+
+
+def _median_seconds(fn, repeats: int = 3) -> float:
+    """Median wall time of `fn()` after one warm-up call (time to first token when `fn` generates one token)."""
+    fn()
+    return sorted(_timed(fn)[1] for _ in range(repeats))[repeats // 2]
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    """Generate a test clip, internalize it, and compare answers and query latency with the base model.
+
+    The time to first token of each question is the median of three single-token generations: for the
+    base model it includes decoding the video and encoding its frames, as answering with the video in
+    context does; for Video2LoRA the adapter already exists and the prompt holds only the question.
+
+    Args:
+        args: `seed` (clip seed), `num_questions`, `max_new_tokens`, `model_dir` (optional),
+            `save_video` (optional path to keep the clip), `threads` (CPU threads, default 1).
+
+    Returns:
+        The exit code, 0.
+    """
+    from transformers.utils import logging as hf_logging
+
+    from .toy_world import make_clip, write_video
+
+    hf_logging.disable_progress_bar()  # the demo prints a table; weight-loading bars would interleave
+    seed = getattr(args, "seed", 0)
+    hn, load_seconds = _timed(
+        load_default_hypernetwork, getattr(args, "model_dir", None), num_threads=getattr(args, "threads", 1)
+    )
+    clip = make_clip(seed, "test")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(getattr(args, "save_video", None) or Path(tmp) / f"{clip.id}.mp4")
+        write_video(clip.frames, path)
+        adapter, internalize_seconds = _timed(hn.internalize, str(path))
+        questions = _pick_questions(clip.qa, getattr(args, "num_questions", 3))
+        max_new = getattr(args, "max_new_tokens", 32)
+        print(f"Clip {clip.id} (seed {seed}): {len(clip.frames)} frames, {clip.frames.shape[2]}x{clip.frames.shape[1]} px, "
+              f"saved as {path.name}" + (f" -> {path}" if getattr(args, "save_video", None) else ""))  # fmt: skip
+        print(f"Ground-truth caption: {clip.caption}")
+        print(f"Loaded the tiny-world model in {load_seconds:.2f}s; internalized the clip in {internalize_seconds:.3f}s "
+              f"(adapter rank {adapter.rank}, {adapter.nbytes / 1024:.0f} KiB).\n")  # fmt: skip
+        for item in questions:
+            question = item["question"]
+            v2l_ttft = _median_seconds(lambda q=question: hn.answer(adapter, q, max_new_tokens=1))
+            base_ttft = _median_seconds(
+                lambda q=question: hn.answer_with_video(str(path), q, max_new_tokens=1)
+            )
+            v2l_answer = hn.answer(adapter, question, max_new_tokens=max_new)
+            base_answer = hn.answer_with_video(str(path), question, max_new_tokens=max_new)
+            print(f"Q: {question}")
+            print(f"   ground truth          : {item['answer']}")
+            print(
+                f"   base, video in context: {base_answer:<24} (time to first token {base_ttft * 1000:6.1f} ms)"
+            )
+            print(
+                f"   Video2LoRA, no video  : {v2l_answer:<24} (time to first token {v2l_ttft * 1000:6.1f} ms)\n"
+            )
+        caption_v2l = hn.answer(adapter, "Describe the video.", max_new_tokens=48)
+        caption_base = hn.answer_with_video(str(path), "Describe the video.", max_new_tokens=48)
+        print(f"Describe the video.\n   base      : {caption_base}\n   Video2LoRA: {caption_v2l}")
+    return 0
+
+
+def add_demo_subparser(subparsers) -> argparse.ArgumentParser:
+    """Register `v2l demo` on the CLI's subparsers.
+
+    Args:
+        subparsers: the object `ArgumentParser.add_subparsers()` returned.
+
+    Returns:
+        The `demo` parser.
+    """
+    parser = subparsers.add_parser(
+        "demo",
+        help="Offline demo: internalize a generated clip and compare answers with the base model.",
+        description="Generate a toy-world test clip, internalize it with the embedded tiny model, ask three "
+        "questions, and print the answers next to the base model's (video in context) and the ground truth.",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="Seed of the generated test clip.")
+    parser.add_argument("--num-questions", type=int, default=3)
+    parser.add_argument("--max-new-tokens", type=int, default=32)
+    parser.add_argument("--model-dir", help="A tiny-world model folder (default: the one in the package).")
+    parser.add_argument("--save-video", help="Also keep the generated clip at this path.")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="CPU threads (the tiny model is fastest on one; default 1)."
+    )
+    parser.set_defaults(func=run_demo)
+    return parser
