@@ -121,3 +121,13 @@ def test_save_load_flow(hypernet, tiny_vlm, real_clip, tmp_path):
     assert_same_adapter(reloaded.internalize(video), adapter, atol=0)
     frames = np.zeros((3, 40, 60, 3), np.uint8)
     assert reloaded.internalize(frames).rank == hypernet.config.effective_rank
+
+
+def test_internalize_with_chunk_frames_composes_chunk_adapters(hypernet, real_clip):
+    from transformers_v2l.long_video import internalize_chunked
+
+    video = real_clip("bikes.mp4")
+    chunked = hypernet.internalize(video, chunk_frames=3)
+    direct = internalize_chunked(hypernet, video, chunk_frames=3)
+    assert chunked.rank == direct.rank > hypernet.config.effective_rank
+    assert_same_adapter(chunked, direct, atol=0)

@@ -179,6 +179,7 @@ class Video2LoraInferenceMixin:
         instruction: str | None = None,
         num_frames: int | None = None,
         longest_edge: int | None = None,
+        chunk_frames: int | None = None,
         show_progress: bool | None = None,
     ) -> GeneratedLora | list[GeneratedLora]:
         """Turn videos into LoRA adapters: one encoder pass and one hypernetwork pass per batch.
@@ -190,6 +191,8 @@ class Video2LoraInferenceMixin:
             instruction: the internalization instruction; defaults to `config.instruction`.
             num_frames: maximum frames sampled per video; defaults to `config.num_frames`.
             longest_edge: frame resize target in pixels; defaults to `config.longest_edge`.
+            chunk_frames: internalize long videos chunk by chunk (this many frames each, streaming) and
+                compose the chunk adapters in rank space (paper section 5.6); memory stays bounded.
             show_progress: show a progress bar; by default only for more than one batch.
 
         Returns:
@@ -205,6 +208,18 @@ class Video2LoraInferenceMixin:
         items = [videos] if single else list(videos)
         if not items:
             raise ValueError("internalize() needs at least one video.")
+        if chunk_frames is not None:
+            from .long_video import internalize_chunked
+
+            options = {
+                "instruction": instruction,
+                "longest_edge": longest_edge,
+                "show_progress": show_progress,
+            }
+            adapters = [
+                internalize_chunked(self, item, chunk_frames=chunk_frames, **options) for item in items
+            ]
+            return adapters[0] if single else adapters
         instruction = instruction or self.config.instruction
         settings = {
             "instruction": instruction,
