@@ -10,7 +10,7 @@ from peft import LoraConfig, PeftConfig, PeftModel, get_peft_model
 from safetensors.torch import load_file
 
 from transformers_v2l import AdapterMismatchError, SmolVLMBackbone, get_backbone, inject_lora
-from transformers_v2l.hub import read_card_metadata
+from transformers_v2l.cards import read_card_metadata
 from transformers_v2l.lora import GeneratedLora, GeneratedLoraConfig, stack_adapters
 
 PROVENANCE = {

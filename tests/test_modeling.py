@@ -12,6 +12,7 @@ from transformers_v2l import (
     Video2LoraHypernetwork,
     inject_lora,
 )
+from transformers_v2l.modeling_video2lora import Video2LoraAttention
 from transformers_v2l.testing import build_tiny_smolvlm
 
 
@@ -149,3 +150,24 @@ def test_unbound_config_binds_to_the_given_base_model(tiny_vlm):
     assert hypernet.config.hidden_size == tiny_vlm.config.text_config.hidden_size
     with pytest.raises(ValueError, match="not bound"):
         Video2LoraHypernetwork(Video2LoraConfig(**TINY_HYPERNET))
+
+
+def test_grouped_query_attention_matches_repeated_key_value_heads():
+    config = Video2LoraConfig(
+        latent_size=32, num_attention_heads=4, num_key_value_heads=2, attention_head_dim=8, lora_rank=2
+    )
+    attention = Video2LoraAttention(config)
+    torch.manual_seed(0)
+    latents, source = torch.randn(3, 5, 32), torch.randn(3, 7, 32)
+    mask = torch.ones(3, 7, dtype=torch.bool)
+    mask[1, 4:] = False
+    got = attention(latents, source, mask)
+
+    # reference: repeat each key/value head for its group of query heads, one head at a time
+    q = attention.q_proj(latents).view(3, 5, 4, 8).transpose(1, 2)  # [N, h, K, d]
+    keys = attention.k_proj(source).view(3, 7, 2, 8).transpose(1, 2).repeat_interleave(2, dim=1)
+    values = attention.v_proj(source).view(3, 7, 2, 8).transpose(1, 2).repeat_interleave(2, dim=1)
+    scores = (q @ keys.transpose(2, 3)) / 8**0.5
+    scores = scores.masked_fill(~mask[:, None, None, :], float("-inf"))
+    expected = attention.o_proj((scores.softmax(-1) @ values).transpose(1, 2).reshape(3, 5, 32))
+    torch.testing.assert_close(got, expected, atol=1e-6, rtol=1e-5)

@@ -16,6 +16,9 @@ from transformers_v2l import (
     Video2LoraProcessor,
     VideoDecodeError,
 )
+from transformers_v2l.adapter_ops import merged_adapter
+from transformers_v2l.injection import inject_lora
+from transformers_v2l.lora import stack_adapters
 from transformers_v2l.video_io import load_video
 
 
@@ -131,3 +134,29 @@ def test_internalize_with_chunk_frames_composes_chunk_adapters(hypernet, real_cl
     direct = internalize_chunked(hypernet, video, chunk_frames=3)
     assert chunked.rank == direct.rank > hypernet.config.effective_rank
     assert_same_adapter(chunked, direct, atol=0)
+
+
+def test_use_adapter_merges_for_the_block_and_restores_the_weights(hypernet, real_clip):
+    adapters = hypernet.internalize([real_clip("bikes.mp4"), real_clip("b.avi")], batch_size=2)
+    adapter, other = adapters
+    questions = ["What happens in the video?", "Which color is the sky today?"]
+    inputs = hypernet.processor.query_inputs(questions)
+    weights = {k: v.clone() for k, v in hypernet.vlm.state_dict().items()}
+    with inject_lora(hypernet.backbone, *stack_adapters([adapter, adapter])):
+        hooked = hypernet.vlm(**inputs).logits
+    expected = hypernet.answer(adapter, questions, max_new_tokens=8)
+
+    with hypernet.use_adapter(adapter) as merged:
+        assert merged is adapter
+        torch.testing.assert_close(hypernet.vlm(**inputs).logits, hooked, atol=1e-4, rtol=1e-4)
+        assert hypernet.answer(adapter, questions, max_new_tokens=8) == expected
+        with pytest.raises(RuntimeError, match="other than the one merged"):
+            hypernet.answer(other, questions[0])
+        with pytest.raises(RuntimeError, match="merged adapter"):
+            hypernet.internalize(real_clip("bikes.mp4"))
+        with pytest.raises(RuntimeError, match="merged adapter"):
+            hypernet.answer_with_video(real_clip("bikes.mp4"), questions[0])
+
+    restored = hypernet.vlm.state_dict()
+    assert all(torch.equal(restored[k], v) for k, v in weights.items())
+    assert merged_adapter(hypernet.vlm) is None

@@ -62,6 +62,9 @@ class RecipeConfig:
     base_batch: int = 16  # clips per step, each with all its tasks
     base_lr: float = 2e-3
     aux_weight: float = 1.0  # dense per-cell color/shape target on the connector output (training only)
+    # "reasoned": questions are answered "<description> Answer: <answer>"; "direct": the answer alone
+    qa_format: str = "reasoned"
+    text_only_tasks: int = 2  # per clip and step: a reasoned answer read from a given description, no video
     # hypernetwork (steps 3-4)
     lora_rank: int = 8
     latent_size: int = 128
@@ -243,11 +246,34 @@ class PackedTasks:
             self._cache[key] = (prompt[p:] + target, [-100] * (len(prompt) - p) + target)
         return self._cache[key]
 
-    def batch(self, clips_tasks: list[list[tuple[str, str]]]) -> dict[str, torch.Tensor]:
-        """`input_ids`, 4D boolean `attention_mask`, `position_ids` and `labels` for a batch of clips."""
+    def text_segment(self, question: str, description: str, answer: str) -> tuple[list[int], list[int]]:
+        """A text-only reasoned answer: the description is given (unscored), the answer is scored."""
+        key = (question, description, answer)
+        if key not in self._cache:
+            prompt = self.tokenizer(chat(question), add_special_tokens=False)["input_ids"]
+            given = self.tokenizer(f" {description}", add_special_tokens=False)["input_ids"]
+            full = self.tokenizer(
+                f" {toy_world.reasoned_answer(description, answer)}<end_of_utterance>",
+                add_special_tokens=False,
+            )["input_ids"]
+            if full[: len(given)] != given:
+                raise ValueError("A description does not tokenize the same inside a reasoned answer.")
+            self._cache[key] = (prompt + full, [-100] * (len(prompt) + len(given)) + full[len(given) :])
+        return self._cache[key]
+
+    def batch(
+        self,
+        clips_tasks: list[list[tuple[str, str]]],
+        text_tasks: list[list[tuple[str, str, str]]] | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """`input_ids`, 4D boolean `attention_mask`, `position_ids` and `labels` for a batch of clips.
+
+        `text_tasks[i]` holds `(question, description, answer)` segments for row `i` that see neither
+        the video nor the other segments, at positions from 0, as a text-only prompt would be.
+        """
         p = len(self.prefix_ids)
         rows = []
-        for tasks in clips_tasks:
+        for i, tasks in enumerate(clips_tasks):
             ids, labels, positions, segments = list(self.prefix_ids), [-100] * p, list(range(p)), [0] * p
             for k, (question, answer) in enumerate(tasks, start=1):
                 seg_ids, seg_labels = self.segment(question, answer)
@@ -255,20 +281,28 @@ class PackedTasks:
                 labels += seg_labels
                 positions += range(p, p + len(seg_ids))
                 segments += [k] * len(seg_ids)
+            for k, task in enumerate(text_tasks[i] if text_tasks else [], start=len(tasks) + 1):
+                seg_ids, seg_labels = self.text_segment(*task)
+                ids += seg_ids
+                labels += seg_labels
+                positions += range(len(seg_ids))
+                segments += [-k] * len(seg_ids)  # negative: does not see the video prefix
             rows.append((ids, labels, positions, segments))
         width = max(len(r[0]) for r in rows)
         batch = len(rows)
         input_ids = torch.full((batch, width), self.tokenizer.pad_token_id, dtype=torch.long)
         label_t = torch.full((batch, width), -100, dtype=torch.long)
         position_ids = torch.zeros((batch, width), dtype=torch.long)
-        segment_t = torch.full((batch, width), -1, dtype=torch.long)
+        segment_t = torch.full((batch, width), -(10**6), dtype=torch.long)  # padding
         for i, (ids, labels, positions, segments) in enumerate(rows):
             n = len(ids)
             input_ids[i, :n], label_t[i, :n] = torch.tensor(ids), torch.tensor(labels)
             position_ids[i, :n], segment_t[i, :n] = torch.tensor(positions), torch.tensor(segments)
         causal = torch.ones(width, width, dtype=torch.bool).tril()
         same = segment_t[:, :, None] == segment_t[:, None, :]
-        to_prefix = (segment_t[:, None, :] == 0) & (segment_t[:, :, None] >= 0)
+        to_prefix = (segment_t[:, None, :] == 0) & (
+            segment_t[:, :, None] >= 0
+        )  # video segments see the video
         mask = (causal & (same | to_prefix)) | torch.eye(
             width, dtype=torch.bool
         )  # padding rows see themselves
@@ -314,12 +348,39 @@ def image_seq_len(cfg: RecipeConfig) -> int:
     return (cfg.image_size // cfg.patch_size) ** 2 // cfg.scale_factor**2
 
 
-def clip_tasks(rows: list[dict]) -> dict[str, list[tuple[str, str]]]:
-    """`{clip_id: [(prompt, target), ...]}` with the caption first."""
+def clip_tasks(rows: list[dict], qa_format: str = "direct") -> dict[str, list[tuple[str, str]]]:
+    """`{clip_id: [(prompt, target), ...]}` with the caption first.
+
+    With `qa_format="reasoned"`, question targets become `"<caption> Answer: <answer>"`.
+    """
+    if qa_format not in ("direct", "reasoned"):
+        raise ValueError(f"qa_format must be 'direct' or 'reasoned', not {qa_format!r}")
     tasks: dict[str, list[tuple[str, str]]] = {}
+    captions = {r["metadata"]["clip_id"]: r["target_text"] for r in rows if r["id"].endswith("-caption")}
     for row in rows:
-        tasks.setdefault(row["metadata"]["clip_id"], []).append((row["prompt"], row["target_text"]))
+        target = row["target_text"]
+        if row["task_type"] == "qa" and qa_format == "reasoned":
+            target = toy_world.reasoned_answer(captions[row["metadata"]["clip_id"]], target)
+        tasks.setdefault(row["metadata"]["clip_id"], []).append((row["prompt"], target))
     return tasks
+
+
+def text_only_tasks(
+    rows: list[dict], clip_ids, count: int, rng: np.random.Generator
+) -> list[list[tuple[str, str, str]]]:
+    """`count` random `(question, caption, answer)` of each clip, for text-only reasoned answers."""
+    by_clip: dict[str, list[tuple[str, str, str]]] = {}
+    captions = {r["metadata"]["clip_id"]: r["target_text"] for r in rows if r["id"].endswith("-caption")}
+    for r in rows:
+        if r["task_type"] == "qa":
+            clip = r["metadata"]["clip_id"]
+            by_clip.setdefault(clip, []).append((r["prompt"], captions[clip], r["target_text"]))
+    out = []
+    for clip in clip_ids:
+        options = by_clip.get(clip, [])
+        picks = rng.choice(len(options), size=min(count, len(options)), replace=False) if options else []
+        out.append([options[j] for j in picks])
+    return out
 
 
 def train_base(work: Path, cfg: RecipeConfig, manifests: dict[str, Path]) -> Path:
@@ -334,7 +395,9 @@ def train_base(work: Path, cfg: RecipeConfig, manifests: dict[str, Path]) -> Pat
         f"base VLM: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters, vocab {len(tokenizer)}"
     )
     train = load_frames(work, "train")
-    tasks = clip_tasks(toy_world.read_manifest(manifests["train"]))
+    train_rows = toy_world.read_manifest(manifests["train"])
+    tasks = clip_tasks(train_rows, cfg.qa_format)
+    text_rows = train_rows if cfg.qa_format == "reasoned" and cfg.text_only_tasks > 0 else []
     prefix = video_prompt_text(
         list(train["indices"]), float(train["fps"]), float(train["duration"]), image_seq_len(cfg)
     )
@@ -368,7 +431,12 @@ def train_base(work: Path, cfg: RecipeConfig, manifests: dict[str, Path]) -> Pat
     packer = PackedTasks(tokenizer, prefix)
     for step in range(cfg.base_steps):
         batch = rng.choice(len(ids), size=cfg.base_batch, replace=False)
-        inputs = packer.batch([tasks[ids[i]] for i in batch])
+        text_tasks = (
+            text_only_tasks(text_rows, [ids[i] for i in batch], cfg.text_only_tasks, rng)
+            if text_rows
+            else None
+        )
+        inputs = packer.batch([tasks[ids[i]] for i in batch], text_tasks)
         loss = lm_loss = model(pixel_values=pixels[batch], **inputs).loss
         if cfg.aux_weight > 0:
             logits = aux_head(captured["tokens"]).view(
@@ -448,10 +516,11 @@ def quick_eval_base(
             prefix,
             pixels[i : i + 1].expand(len(pairs), -1, -1, -1, -1).contiguous(),
             [q for q, _ in pairs],
+            max_new_tokens=48,
         )
         f1s.append(token_f1(answers[0], pairs[0][1]))
         for (q, a), pred in zip(pairs[1:], answers[1:]):
-            em = float(normalize(pred) == normalize(a))
+            em = float(normalize(toy_world.final_answer(pred)) == normalize(a))
             ems.append(em)
             by_kind.setdefault(kinds[(clip_id, q)], []).append(em)
         if i < 3:

@@ -233,8 +233,11 @@ class MergedAdapter:
         ```
     """
 
-    def __init__(self, model: torch.nn.Module, backups: dict[str, torch.Tensor]):
+    def __init__(
+        self, model: torch.nn.Module, backups: dict[str, torch.Tensor], adapter: GeneratedLora | None = None
+    ):
         self.model = model
+        self.adapter = adapter
         self._backups = backups
 
     @property
@@ -265,7 +268,7 @@ def merge_into(adapter: GeneratedLora, model: torch.nn.Module, *, strict: bool =
     if model in _MERGED:
         raise RuntimeError("This model already holds a merged adapter; unmerge it first.")
     backbone = get_backbone(model)
-    handle = MergedAdapter(model, {})
+    handle = MergedAdapter(model, {}, adapter)
     try:
         for module in adapter.target_modules:
             for layer in range(adapter.num_layers):
@@ -280,6 +283,11 @@ def merge_into(adapter: GeneratedLora, model: torch.nn.Module, *, strict: bool =
         raise
     _MERGED[model] = handle
     return handle
+
+
+def merged_adapter(model: torch.nn.Module) -> MergedAdapter | None:
+    """The handle of the adapter merged into `model` by `merge_into`, or `None`."""
+    return _MERGED.get(model)
 
 
 def unmerge(model: torch.nn.Module) -> None:

@@ -6,9 +6,10 @@
   every failure into a `HubPushError` that says what failed and that nothing local was changed.
 * `resolve_repo_files`: find files in a local folder or download them from a Hub repository, with
   `HubUnavailableError` when the Hub cannot be reached and the files are not cached.
-* Model cards with YAML front matter: `adapter_model_card` for generated adapters (`library_name: peft`,
-  provenance in a machine-readable `video2lora:` block and in the body) and `hypernetwork_model_card`.
-* `push_hypernetwork_to_hub`: what `Video2LoraHypernetwork.push_to_hub` calls.
+* `push_saved_to_hub`: save into a temporary folder, then push it (nothing is written locally); what
+  `GeneratedLora.push_to_hub` and `Video2LoraHypernetwork.push_to_hub` call.
+
+Model cards live in `cards.py`.
 
 Everything goes through the real `huggingface_hub` client, which reads `HF_ENDPOINT`, `HF_TOKEN` and
 `HF_HUB_OFFLINE` as usual.
@@ -22,28 +23,21 @@ import re
 import shutil
 import tempfile
 import uuid
-from collections.abc import Iterator, Sequence
-from pathlib import Path, PurePath
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 from .errors import HubPushError, HubUnavailableError
 
 __all__ = [
-    "PAPER_URL",
     "HubPushError",
-    "adapter_model_card",
     "atomic_folder",
-    "hypernetwork_model_card",
     "push_folder_to_hub",
     "push_hypernetwork_to_hub",
-    "read_card_metadata",
+    "push_saved_to_hub",
     "resolve_commit_hash",
     "resolve_repo_files",
-    "save_hypernetwork_card",
 ]
-
-PAPER_URL = "https://arxiv.org/abs/2606.04351"
-LIBRARY_URL = "https://github.com/huggingface/transformers-v2l"
 
 
 # ---- atomic folder writes ---------------------------------------------------------------------------
@@ -312,302 +306,31 @@ def resolve_commit_hash(
     return match[1] if match else None
 
 
-# ---- model cards -----------------------------------------------------------------------------------
-def _plain(value: Any) -> Any:
-    """Convert tensors, arrays, tuples and paths into YAML-safe builtins."""
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items() if v is not None}
-    if isinstance(value, (list, tuple, set)):
-        return [_plain(v) for v in value]
-    if isinstance(value, (str, int, float, bool)) or value is None:
-        return value
-    return str(value)
+def push_saved_to_hub(save: Callable[[Path], Any], repo_id: str, **push_kwargs):
+    """Save into a temporary folder with `save(folder)`, then push that folder in one commit.
 
-
-def _card(data: dict[str, Any], body: str):
-    from huggingface_hub import ModelCard, ModelCardData
-
-    yaml = ModelCardData(**_plain(data)).to_yaml()
-    return ModelCard(f"---\n{yaml}\n---\n\n{body.strip()}\n")
-
-
-def read_card_metadata(path: str | os.PathLike | None) -> dict[str, Any]:
-    """The YAML front matter of a README.md as a dict (`{}` if there is none)."""
-    if path is None or not Path(path).is_file():
-        return {}
-    from huggingface_hub import metadata_load
-
-    return metadata_load(path) or {}
-
-
-def _format(value: Any, unknown: str = "not recorded") -> str:
-    if value is None or value == [] or value == "":
-        return unknown
-    if isinstance(value, (list, tuple)):
-        if len(value) > 24:
-            return f"{len(value)} values: {', '.join(map(str, value[:12]))}, ..."
-        return ", ".join(map(str, value))
-    return str(value)
-
-
-def _resolution(provenance: dict[str, Any]) -> str | None:
-    """`resolution` as recorded, else the native `width`x`height` and the `longest_edge` resize."""
-    if provenance.get("resolution") is not None:
-        return _format(provenance["resolution"])
-    parts = []
-    if provenance.get("width") and provenance.get("height"):
-        parts.append(f"{provenance['width']}x{provenance['height']} native")
-    if provenance.get("longest_edge"):
-        parts.append(f"longest edge resized to {provenance['longest_edge']} px")
-    return ", ".join(parts) or None
-
-
-def _provenance_rows(provenance: dict[str, Any]) -> str:
-    sha = provenance.get("video_sha256") or provenance.get(
-        "sha256"
-    )  # `sha256` as video_io.VideoMetadata names it
-    hypernetwork = provenance.get("hypernetwork")
-    revision = provenance.get("hypernetwork_revision")
-    rows = [
-        ("Source video SHA-256", f"`{sha}`" if sha else None),
-        ("Source video", provenance.get("source")),
-        ("Frame indices", provenance.get("frame_indices")),
-        ("Resolution", _resolution(provenance)),
-        (
-            "Hypernetwork",
-            f"`{hypernetwork}`" + (f" @ `{revision}`" if revision else "") if hypernetwork else None,
-        ),
-        ("Instruction", f'"{provenance["instruction"]}"' if provenance.get("instruction") else None),
-    ]
-    return "\n".join(f"| {name} | {_format(value)} |" for name, value in rows)
-
-
-def adapter_model_card(
-    *,
-    base_model: str | None,
-    target_regex: str,
-    target_modules: Sequence[str],
-    num_layers: int,
-    rank: int,
-    scaling: float,
-    dtype: str,
-    nbytes: int,
-    provenance: dict[str, Any],
-    repo_id: str | None = None,
-):
-    """The model card of a generated adapter: YAML front matter plus a human-readable body.
-
-    The front matter uses `library_name: peft`, because the folder is a plain PEFT LoRA adapter that
-    loads without transformers-v2l; the Hub then lists it as an adapter of `base_model` and shows
-    the PEFT loading snippet. Provenance is stored machine-readably under `video2lora:`.
+    Nothing is written locally, so a failed push leaves nothing behind.
 
     Args:
-        base_model: the base VLM's Hub id or path.
-        target_regex: the PEFT `target_modules` regex.
-        target_modules: the short module names (for example `["down_proj"]`).
-        num_layers: text decoder layers the adapter covers.
-        rank: the effective rank `R`.
-        scaling: the multiplier `s` (= PEFT's `lora_alpha / r`).
-        dtype: the tensors' dtype, as a string.
-        nbytes: bytes of the adapter tensors.
-        provenance: source video SHA-256, frame indices, resolution, hypernetwork repo and revision,
-            instruction, and anything else recorded (for example `composed_from` or `rank_selection`).
-            A `source` path is reduced to its file name, so local folder names are never published.
-        repo_id: the Hub repository, for the usage snippet.
+        save: writes the files into the (empty, existing) folder it is given.
+        repo_id: the Hub repository.
+        **push_kwargs: `commit_message`, `commit_description`, `private`, `revision`, `create_pr`, `token`.
 
     Returns:
-        A `huggingface_hub.ModelCard`.
-    """
-    base = base_model or "<base model>"
-    repo = repo_id or "<this adapter's repo or folder>"
-    meta = dict(provenance)
-    if isinstance(meta.get("source"), str) and ("/" in meta["source"] or "\\" in meta["source"]):
-        meta["source"] = PurePath(meta["source"].replace("\\", "/")).name  # never publish local folder names
-    data = {
-        "base_model": base_model,
-        "library_name": "peft",
-        "pipeline_tag": "image-text-to-text",
-        "tags": [
-            "video2lora",
-            "transformers-v2l",
-            "lora",
-            "peft",
-            *([f"base_model:adapter:{base_model}"] if base_model else []),
-        ],
-        "video2lora": {
-            **meta,
-            "target_modules": list(target_modules),
-            "num_layers": num_layers,
-            "rank": rank,
-            "scaling": scaling,
-        },
-    }
-    parts = meta.get("composed_from") or []
-    composed = ""
-    if parts:
-        composed = (
-            "\n## Composed from\n\nThis adapter concatenates the ranks of these adapters (paper section 5.6):\n\n"
-            + "\n".join(
-                f"{i + 1}. video SHA-256 `{_format(p.get('video_sha256') or p.get('sha256'))}`, "
-                f"frames {_format(p.get('frame_indices'))}"
-                for i, p in enumerate(parts)
-            )
-        )
-    selection = meta.get("rank_selection")
-    pruned = f"\nRanks kept by `{selection}` (paper appendix C).\n" if selection else ""
-    body = f"""
-# Video2LoRA adapter
-
-A LoRA adapter that a [Video2LoRA]({PAPER_URL}) hypernetwork generated from one video. The video's
-content lives in these weights, so questions about it are answered from the adapter alone, without
-visual tokens in the prompt. It is a standard PEFT LoRA adapter for `{base}`.
-
-## Provenance
-
-| | |
-|---|---|
-{_provenance_rows(meta)}
-{composed}
-## Adapter
-
-- Target modules: `{", ".join(target_modules)}` in all {num_layers} text decoder layers (regex `{target_regex}`)
-- Effective rank R = {rank} (generated ranks plus learned bias ranks), scaling s = lora_alpha / r = {scaling:g}
-- Tensors: {dtype}, {nbytes / 1e6:.2f} MB
-{pruned}
-## Usage
-
-With PEFT alone:
-
-```python
-from peft import PeftModel
-from transformers import AutoModelForImageTextToText
-
-base = AutoModelForImageTextToText.from_pretrained("{base}")
-model = PeftModel.from_pretrained(base, "{repo}")
-```
-
-With transformers-v2l (batched answering with many adapters, composition, pruning, merging):
-
-```python
-from transformers_v2l import GeneratedLora, Video2LoraHypernetwork
-
-adapter = GeneratedLora.from_pretrained("{repo}")
-hn.answer(adapter, "What happens in the video?")
-```
-
-## Limitations
-
-The adapter encodes what the hypernetwork extracted from the video. Share it only where you may
-share the video itself. Answers can be wrong or generic, as the paper's evaluation shows.
-"""
-    return _card(data, body)
-
-
-def hypernetwork_model_card(
-    config,
-    *,
-    datasets: Sequence[str] | None = None,
-    training: dict[str, Any] | None = None,
-    license: str | None = None,
-    repo_id: str | None = None,
-):
-    """The model card of a hypernetwork checkpoint: base model, training data and the paper's settings.
-
-    Args:
-        config: the hypernetwork's `Video2LoraConfig`.
-        datasets: Hub ids of the training datasets (for example `["HuggingFaceFV/finevideo"]`).
-        training: training settings to record (steps, batch size, learning rate, ...).
-        license: an SPDX license id.
-        repo_id: the Hub repository, for the usage snippet.
-
-    Returns:
-        A `huggingface_hub.ModelCard` with `library_name: transformers-v2l`.
+        The `huggingface_hub.CommitInfo`.
 
     Example:
         ```python
-        card = hypernetwork_model_card(hn.config, datasets=["HuggingFaceFV/finevideo"], training={"steps": 9000})
-        card.save("my-hypernet/README.md")
+        push_saved_to_hub(lambda folder: adapter.save_pretrained(folder), "me/clip-adapter")
         ```
     """
-    base = config.base_model_name_or_path
-    settings = {
-        "base_model_type": config.base_model_type,
-        "target_modules": list(config.target_modules),
-        "lora_rank": config.lora_rank,
-        "effective_rank": config.effective_rank,
-        "lora_scaling": config.scaling,
-        "use_bias_lora": config.use_bias_lora,
-        "latent_size": config.latent_size,
-        "num_latent_queries": config.num_latent_queries,
-        "num_blocks": config.num_blocks,
-        "num_frames": config.num_frames,
-        "longest_edge": config.longest_edge,
-        "instruction": config.instruction,
-    }
-    data = {
-        "base_model": base,
-        # The hypernetwork never changes the base model's weights; it is used beside the frozen base,
-        # which is what the Hub's "adapter" relation means.
-        "base_model_relation": "adapter" if base else None,
-        "library_name": "transformers-v2l",
-        "license": license,
-        "datasets": list(datasets) if datasets else None,
-        "tags": ["video2lora", "hypernetwork", "lora", "video", "transformers-v2l"],
-        "video2lora": {"settings": settings, "training": training or None, "source": config.source},
-    }
-    rows = "\n".join(f"| `{k}` | {_format(v)} |" for k, v in settings.items())
-    train_rows = (
-        "\n".join(f"| {k} | {_format(v)} |" for k, v in (training or {}).items()) or "| | not recorded |"
-    )
-    data_line = (
-        ", ".join(f"[`{d}`](https://huggingface.co/datasets/{d})" for d in datasets)
-        if datasets
-        else "not recorded"
-    )
-    source = f"\nConverted from `{_format(config.source)}`.\n" if config.source else ""
-    repo = repo_id or "<this repo or folder>"
-    body = f"""
-# Video2LoRA hypernetwork for {base or "a SmolVLM model"}
-
-A Perceiver hypernetwork ([Video2LoRA]({PAPER_URL})) that turns a video into a LoRA adapter for the frozen
-base model `{base or "not recorded"}` in one forward pass. Only the hypernetwork is stored here
-(safetensors); the base model is loaded from its own repository.
-{source}
-## Settings
-
-| setting | value |
-|---|---|
-{rows}
-
-## Training
-
-Training data: {data_line}
-
-| | |
-|---|---|
-{train_rows}
-
-## Usage
-
-```python
-from transformers_v2l import Video2LoraHypernetwork
-
-hn = Video2LoraHypernetwork.from_pretrained("{repo}")
-adapter = hn.internalize("video.mp4")       # a GeneratedLora, a standard PEFT LoRA adapter
-hn.answer(adapter, "What happens in the video?")
-adapter.push_to_hub("me/video-adapter")
-```
-"""
-    return _card(data, body)
-
-
-def save_hypernetwork_card(save_directory: str | os.PathLike, config, **card_kwargs) -> Path:
-    """Write `hypernetwork_model_card(config, **card_kwargs)` to `save_directory/README.md`."""
-    path = Path(save_directory) / "README.md"
-    hypernetwork_model_card(config, **card_kwargs).save(path)
-    return path
+    with tempfile.TemporaryDirectory(prefix="v2l-push-") as tmp:
+        folder = Path(tmp) / repo_id.rsplit("/", 1)[-1]
+        folder.mkdir()
+        save(folder)
+        return push_folder_to_hub(
+            folder, repo_id, local_description="Nothing was written locally.", **push_kwargs
+        )
 
 
 def push_hypernetwork_to_hub(
@@ -615,13 +338,9 @@ def push_hypernetwork_to_hub(
     repo_id: str,
     *,
     commit_message: str = "Upload Video2LoRA hypernetwork",
-    commit_description: str | None = None,
-    private: bool | None = None,
-    revision: str | None = None,
-    create_pr: bool = False,
-    token: str | bool | None = None,
     max_shard_size: str | int = "5GB",
     model_card_kwargs: dict[str, Any] | None = None,
+    **push_kwargs,
 ):
     """Push a hypernetwork checkpoint (config.json, safetensors weights, README.md model card).
 
@@ -632,13 +351,9 @@ def push_hypernetwork_to_hub(
         model: a `Video2LoraHypernetwork`.
         repo_id: the Hub repository.
         commit_message: the commit title.
-        commit_description: the commit body.
-        private: make a new repository private.
-        revision: the branch to commit to (created if missing).
-        create_pr: open a pull request instead.
-        token: a Hub token.
         max_shard_size: passed to `save_pretrained`.
         model_card_kwargs: `datasets`, `training`, `license` for the model card.
+        **push_kwargs: `commit_description`, `private`, `revision`, `create_pr`, `token`.
 
     Returns:
         The `huggingface_hub.CommitInfo`.
@@ -648,18 +363,11 @@ def push_hypernetwork_to_hub(
         push_hypernetwork_to_hub(hn, "me/video2lora-smolvlm2-500m", model_card_kwargs={"datasets": ["HuggingFaceFV/finevideo"]})
         ```
     """
-    with tempfile.TemporaryDirectory(prefix="v2l-push-") as tmp:
-        model.save_pretrained(tmp, max_shard_size=max_shard_size)
-        kwargs = {"repo_id": repo_id, **(model_card_kwargs or {})}
-        save_hypernetwork_card(tmp, model.config, **kwargs)
-        return push_folder_to_hub(
-            tmp,
-            repo_id,
-            commit_message=commit_message,
-            commit_description=commit_description,
-            private=private,
-            revision=revision,
-            create_pr=create_pr,
-            token=token,
-            local_description="Nothing was written locally.",
-        )
+    return push_saved_to_hub(
+        lambda folder: model.save_pretrained(
+            folder, max_shard_size=max_shard_size, repo_id=repo_id, model_card_kwargs=model_card_kwargs
+        ),
+        repo_id,
+        commit_message=commit_message,
+        **push_kwargs,
+    )

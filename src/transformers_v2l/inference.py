@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 import torch
 from tqdm.auto import tqdm
 
+from .adapter_ops import merged_adapter
 from .backbones import Video2LoraBackbone, get_backbone
 from .errors import AdapterMismatchError, CheckpointMismatchError
 from .injection import inject_lora
@@ -144,6 +146,7 @@ class Video2LoraInferenceMixin:
             features, mask = hn.extract_features(**hn.processor.internalization_inputs(["clip.mp4"]))
             ```
         """
+        self._refuse_if_merged("extract features from the video")
         device = next(self.vlm.parameters()).device
         tensors = {k: v.to(device) for k, v in inputs.items() if torch.is_tensor(v)}
         return self.backbone.extract_features(**tensors)
@@ -239,6 +242,42 @@ class Video2LoraInferenceMixin:
         return adapters[0] if single else adapters
 
     # ---- answering ----------------------------------------------------------------------
+    @contextmanager
+    def use_adapter(self, adapter: GeneratedLora) -> Iterator[GeneratedLora]:
+        """Merge `adapter` into the base model's weights for the block, so queries cost nothing extra.
+
+        Inside the block, `answer(adapter, ...)` runs the plain model (no LoRA hooks): a query
+        costs what the same text-only query costs without Video2LoRA. Leaving the block restores
+        the original weights bit-exactly. Internalizing, answering with the video in context, or
+        answering with another adapter inside the block raises `RuntimeError`.
+
+        Args:
+            adapter: the adapter to merge.
+
+        Returns:
+            A context manager that yields `adapter`.
+
+        Example:
+            ```python
+            with hn.use_adapter(adapter):
+                for question in questions:
+                    print(hn.answer(adapter, question))
+            ```
+        """
+        self.check_adapter(adapter)
+        handle = adapter.merge_into(self.vlm)
+        try:
+            yield adapter
+        finally:
+            handle.unmerge()
+
+    def _refuse_if_merged(self, action: str) -> None:
+        if merged_adapter(self.vlm) is not None:
+            raise RuntimeError(
+                f"Cannot {action}: the base model holds a merged adapter. Leave the `use_adapter()` block "
+                "(or call `GeneratedLora.unmerge(model)`) first."
+            )
+
     def check_adapter(self, adapter: GeneratedLora, *, strict: bool = False) -> None:
         """Raise `AdapterMismatchError` unless `adapter` fits this hypernetwork's base model.
 
@@ -297,10 +336,19 @@ class Video2LoraInferenceMixin:
             raise ValueError(
                 f"answer() got {len(rows)} adapters for {len(prompts)} questions; give one or one per question."
             )
+        inputs = self.processor.query_inputs(prompts)
+        handle = merged_adapter(self.vlm)
+        if handle is not None:
+            if any(adapter is not handle.adapter for adapter in rows):
+                raise RuntimeError(
+                    "answer() got an adapter other than the one merged by `use_adapter()`; answer with that "
+                    "adapter inside the block, or leave the block first."
+                )
+            answers = self._generate(inputs, max_new_tokens, generate_kwargs)
+            return answers[0] if single else answers
         for adapter in {id(a): a for a in rows}.values():
             self.check_adapter(adapter)
         lora_A, lora_B, scaling = stack_adapters(rows)
-        inputs = self.processor.query_inputs(prompts)
         with inject_lora(self.backbone, lora_A, lora_B, scaling):
             answers = self._generate(inputs, max_new_tokens, generate_kwargs)
         return answers[0] if single else answers
@@ -338,6 +386,7 @@ class Video2LoraInferenceMixin:
         items = [videos] * len(prompts) if is_single_video(videos) else list(videos)
         if len(items) != len(prompts):
             raise ValueError(f"answer_with_video() got {len(items)} videos for {len(prompts)} questions.")
+        self._refuse_if_merged("answer with the video in context")
         inputs = self.processor.video_in_context_inputs(
             items,
             prompts,

@@ -46,10 +46,13 @@ class Video2LoraRMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(size))
         self.eps = eps
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        """`x / rms(x)` in float32, cast back to `x.dtype`: the weight-free part of `forward`."""
         x32 = x.float()
-        x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
-        return self.weight * x32.to(x.dtype)
+        return (x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)).to(x.dtype)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.weight * self.normalize(x)
 
 
 class Video2LoraGatedMLP(nn.Module):
@@ -85,19 +88,18 @@ class Video2LoraAttention(nn.Module):
     ) -> torch.Tensor:
         n, k, _ = latents.shape
         s = source.shape[1]
-        q = self.q_proj(latents).view(n, k, self.num_heads, self.head_dim).transpose(1, 2)  # [N, h, K, d]
-        keys = (
-            self.k_proj(source).view(n, s, self.num_kv_heads, self.head_dim).transpose(1, 2)
-        )  # [N, g, S', d]
-        values = self.v_proj(source).view(n, s, self.num_kv_heads, self.head_dim).transpose(1, 2)
-        groups = self.num_heads // self.num_kv_heads
-        keys = keys.repeat_interleave(groups, dim=1)  # [N, h, S', d]
-        values = values.repeat_interleave(groups, dim=1)
-        scores = torch.matmul(q, keys.transpose(2, 3)) * self.scaling  # [N, h, K, S']
+        g, groups, d = self.num_kv_heads, self.num_heads // self.num_kv_heads, self.head_dim
+        # query head h uses key/value head h // groups: group the query heads by their key/value head
+        # instead of repeating keys and values (no [N, h, S', d] copies)
+        q = self.q_proj(latents).view(n, k, g, groups, d).permute(0, 2, 3, 1, 4).reshape(n, g, groups * k, d)
+        keys = self.k_proj(source).view(n, s, g, d).transpose(1, 2)  # [N, g, S', d]
+        values = self.v_proj(source).view(n, s, g, d).transpose(1, 2)  # [N, g, S', d]
+        scores = torch.matmul(q, keys.transpose(2, 3)) * self.scaling  # [N, g, groups * K, S']
         if key_mask is not None:  # [N, S'] bool, True = attend
             scores = scores.masked_fill(~key_mask[:, None, None, :], torch.finfo(scores.dtype).min)
         weights = nn.functional.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype)
-        out = torch.matmul(weights, values).transpose(1, 2).reshape(n, k, -1)  # [N, K, h * d]
+        out = torch.matmul(weights, values)  # [N, g, groups * K, d]
+        out = out.view(n, g, groups, k, d).permute(0, 3, 1, 2, 4).reshape(n, k, -1)  # [N, K, h * d]
         return self.o_proj(out)
 
 
@@ -117,12 +119,21 @@ class Video2LoraPerceiverLayer(nn.Module):
         self.post_ff_norm = Video2LoraRMSNorm(size, eps)
 
     def forward(
-        self, latents: torch.Tensor, context: torch.Tensor | None, context_mask: torch.Tensor | None
+        self,
+        latents: torch.Tensor,
+        context: torch.Tensor | None,
+        context_mask: torch.Tensor | None,
+        normalized_context: torch.Tensor | None = None,
     ) -> torch.Tensor:
         normed = self.input_latents_norm(latents)  # [N, K, D]
         source, key_mask = normed, None
         if self.cross_attention:
-            source = torch.cat([self.input_context_norm(context), normed], dim=1)  # [N, S + K, D]
+            if normalized_context is None:  # the resampler passes it, computed once for all its layers
+                normalized_context = self.input_context_norm.normalize(context)
+            context_normed = (
+                self.input_context_norm.weight * normalized_context
+            )  # = input_context_norm(context)
+            source = torch.cat([context_normed, normed], dim=1)  # [N, S + K, D]
             if context_mask is not None:
                 latent_keys = context_mask.new_ones(context_mask.shape[0], normed.shape[1])
                 key_mask = torch.cat([context_mask, latent_keys], dim=1)  # [N, S + K]
@@ -147,8 +158,11 @@ class Video2LoraResampler(nn.Module):
 
     def forward(self, context: torch.Tensor, context_mask: torch.Tensor | None = None) -> torch.Tensor:
         latents = self.latents.unsqueeze(0).expand(context.shape[0], -1, -1).to(context.dtype)  # [N, K, D]
+        # every cross-attention layer RMS-normalizes the same context (same eps): do it once
+        cross = [layer for layer in self.layers if layer.cross_attention]
+        normalized = cross[0].input_context_norm.normalize(context) if cross else None  # [N, S, D]
         for layer in self.layers:
-            latents = layer(latents, context, context_mask)
+            latents = layer(latents, context, context_mask, normalized_context=normalized)
         return self.norm(latents)
 
 
@@ -290,7 +304,8 @@ class Video2LoraHypernetwork(Video2LoraInferenceMixin, Video2LoraPreTrainedModel
             hn.save_pretrained("my-hypernet")
             ```
         """
-        from .hub import push_folder_to_hub, save_hypernetwork_card
+        from .cards import save_hypernetwork_card
+        from .hub import push_folder_to_hub
 
         push_keys = ("private", "token", "revision", "create_pr", "commit_message", "commit_description")
         push_kwargs = {key: kwargs.pop(key) for key in push_keys if key in kwargs}

@@ -116,6 +116,7 @@ def chunked_run(
     longest_edge: int = 384,
     batch_size: int = 1,
     tiny: bool = False,
+    trace_path: str | None = None,
 ) -> dict[str, Any]:
     """Internalize `video` chunk by chunk and record time and memory after every chunk.
 
@@ -127,6 +128,7 @@ def chunked_run(
         longest_edge: frame resize target.
         batch_size: chunks per encoder pass.
         tiny: use the tiny test model (smoke tests).
+        trace_path: if given, the trace so far is rewritten there (atomically) after every chunk.
 
     Returns:
         `{"chunks", "fps", "trace": [{"chunk", "frames", "seconds", "rss_gib"}], "peak_rss_gib", ...}`.
@@ -159,6 +161,10 @@ def chunked_run(
             frames += len(adapter.metadata.get("frame_indices", []))
             trace.append({"chunk": index + 1, "frames": frames, "seconds": time.perf_counter() - start,
                           "rss_gib": rss.now() / 2**30})  # fmt: skip
+            if trace_path:
+                write_json(
+                    trace_path, {"chunks": plan["chunks"], "peak_rss_gib": rss.peak / 2**30, "trace": trace}
+                )
         internalize_seconds = time.perf_counter() - start
         composed = compose_chunks(adapters, chunk_frames=chunk_frames)
         del adapters
@@ -376,7 +382,8 @@ def run_long_video(
             if row["status"] != "ok":
                 break
         if not skip_chunked:
-            kwargs = {**common, "total_frames": total_frames, "chunk_frames": chunk_frames}
+            kwargs = {**common, "total_frames": total_frames, "chunk_frames": chunk_frames,
+                      "trace_path": str(out_dir / f"long_video_{name}.trace.json")}  # fmt: skip
             row = run_isolated(
                 f"{__name__}:chunked_run", kwargs, memory_cap_gib=memory_cap_gib, timeout_s=4 * 3600
             )

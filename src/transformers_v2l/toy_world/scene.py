@@ -1,62 +1,11 @@
-"""A small, seeded world of synthetic videos with captions and questions: the tiny-world recipe's data.
-
-Every clip shows one to three shapes (circle, square, triangle, cross) in one of six colors, of varying
-size and position, on a varying dark background. One or two objects do something, one after the
-other, so order matters: move left, right, up or down, appear, disappear, or turn another color.
-Each clip has a ground-truth caption built from a few templates and short question and answer pairs
-about color, shape, direction, event, count, and which object changed first.
-
-The test split holds out four color and shape pairs (for example a red triangle) that never appear in
-the train and validation splits, so test scores measure composition, not memory.
-
-Clips are written as real `.mp4` files (MPEG-4 part 2 through PyAV) at 2 fps, 16 frames over 8 s, so
-SmolVLM2's 1 fps sampling rule picks 8 of them, and listed in JSONL manifests in the Frames2LoRA
-format (`id, video_path, task_type, prompt, target_text, dataset, split, metadata`).
-
-Example:
-    ```python
-    from transformers_v2l.toy_world import generate_world, make_clip
-
-    clip = make_clip(7)  # in memory: frames [16, 64, 64, 3] uint8, caption, questions
-    print(clip.caption, clip.qa[0])
-    manifests = generate_world("data/tiny_world", num_train=2000, num_validation=200, num_test=200)
-    ```
-"""
+"""The toy world's scenes and text: objects, events, captions, questions, splits."""
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-__all__ = [
-    "CAPTION_PROMPT",
-    "CAPTION_STYLES",
-    "COLORS",
-    "DIRECTIONS",
-    "FPS",
-    "FRAME_SIZE",
-    "HELD_OUT_PAIRS",
-    "NUM_FRAMES",
-    "SHAPES",
-    "SPLITS",
-    "ToyClip",
-    "WorldEvent",
-    "WorldObject",
-    "corpus",
-    "generate_world",
-    "grid_targets",
-    "make_clip",
-    "read_manifest",
-    "render_clip",
-    "sample_clip",
-    "write_video",
-]
 
 #: RGB of each object color.
 COLORS: dict[str, tuple[int, int, int]] = {
@@ -84,6 +33,8 @@ CAPTION_STYLES = {
     "objects": "Describe the objects.",
     "events": "Describe what happens.",
 }
+#: Separates the description from the answer in the tiny-world base model's reasoned answers.
+ANSWER_MARKER = "Answer:"
 NUMBER_WORDS = ("zero", "one", "two", "three")
 EVENT_KINDS = ("move", "appear", "disappear", "recolor")
 # frames [start, end) in which an event unfolds: one event mid-clip, or two in sequence
@@ -382,260 +333,6 @@ def sample_clip(seed: int, split: str = "train", index: int | None = None) -> To
     )  # pragma: no cover
 
 
-# ---- rendering ------------------------------------------------------------------------------
-def _background(params: dict[str, Any]) -> np.ndarray:
-    ramp = np.linspace(0.0, 1.0, FRAME_SIZE, dtype=np.float32)
-    ramp = ramp[:, None] if params["vertical"] else ramp[None, :]
-    image = np.zeros((FRAME_SIZE, FRAME_SIZE, 3), np.float32)
-    for c in range(3):
-        image[..., c] = params["base"][c] + params["gradient"][c] * ramp
-    noise = np.random.default_rng(params["noise_seed"]).normal(0.0, params["noise"], size=image.shape)
-    return np.clip(image + noise, 0, 70).astype(np.float32)
-
-
-def _mask(shape: str, x: float, y: float, size: float) -> np.ndarray:
-    rows, cols = np.mgrid[0:FRAME_SIZE, 0:FRAME_SIZE].astype(np.float32) + 0.5
-    dx, dy = cols - x, rows - y
-    if shape == "circle":
-        return dx**2 + dy**2 <= size**2
-    if shape == "square":
-        return (np.abs(dx) <= size * 0.85) & (np.abs(dy) <= size * 0.85)
-    if shape == "triangle":  # apex up
-        top, bottom = -size, size * 0.8
-        within = (dy >= top) & (dy <= bottom)
-        half_width = (dy - top) / (bottom - top) * size * 1.1
-        return within & (np.abs(dx) <= half_width)
-    if shape == "cross":
-        arm = size * 0.35
-        return ((np.abs(dx) <= arm) & (np.abs(dy) <= size)) | ((np.abs(dy) <= arm) & (np.abs(dx) <= size))
-    raise ValueError(f"Unknown shape {shape!r}.")
-
-
-def render_clip(clip: ToyClip) -> np.ndarray:
-    """Draw a clip's frames.
-
-    Args:
-        clip: a clip from `sample_clip`.
-
-    Returns:
-        `[NUM_FRAMES, FRAME_SIZE, FRAME_SIZE, 3]` uint8 RGB frames.
-    """
-    background = _background(clip.background)
-    tracks = [_trajectory(o, clip.events, i) for i, o in enumerate(clip.objects)]
-    frames = np.empty((NUM_FRAMES, FRAME_SIZE, FRAME_SIZE, 3), np.uint8)
-    for t in range(NUM_FRAMES):
-        image = background.copy()
-        for obj, track in zip(clip.objects, tracks):
-            x, y, visible, color = track[t]
-            if visible:
-                image[_mask(obj.shape, x, y, obj.size)] = COLORS[color]
-        frames[t] = np.clip(image, 0, 255).astype(np.uint8)
-    return frames
-
-
-def make_clip(seed: int, split: str = "test") -> ToyClip:
-    """Sample and render one clip in memory (what `v2l demo` shows).
-
-    Args:
-        seed: the clip's seed.
-        split: which split's rules to follow; `test` clips show a held-out color and shape pair.
-
-    Returns:
-        A `ToyClip` with its frames.
-
-    Example:
-        ```python
-        clip = make_clip(0)
-        clip.frames.shape  # (16, 64, 64, 3)
-        ```
-    """
-    clip = sample_clip(seed, split)
-    clip.frames = render_clip(clip)
-    return clip
-
-
-# ---- files ----------------------------------------------------------------------------------
-def write_video(frames: np.ndarray, path: str | os.PathLike, fps: int = FPS) -> Path:
-    """Encode RGB frames as an MPEG-4 `.mp4` with PyAV, atomically (a temp file, then a rename).
-
-    Args:
-        frames: `[T, H, W, 3]` uint8 with even `H` and `W`.
-        path: the output file.
-        fps: frames per second written in the container.
-
-    Returns:
-        The path written.
-    """
-    import av
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".mp4", dir=path.parent)
-    os.close(fd)
-    try:
-        with av.open(tmp, mode="w", format="mp4") as container:
-            stream = container.add_stream("mpeg4", rate=fps)
-            stream.width, stream.height = frames.shape[2], frames.shape[1]
-            stream.pix_fmt = "yuv420p"
-            stream.options = {"qscale": "2"}
-            stream.codec_context.qmin = 1
-            for frame in frames:
-                for packet in stream.encode(
-                    av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
-                ):
-                    container.mux(packet)
-            for packet in stream.encode():
-                container.mux(packet)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-    os.replace(tmp, path)
-
-
-def manifest_rows(
-    clip: ToyClip, video_path: str, caption_styles: tuple[str, ...] = ("video",)
-) -> list[dict[str, Any]]:
-    """The manifest rows of one clip: its captions, then each question, in the Frames2LoRA format."""
-    meta = clip.metadata()
-    rows = []
-    for style in caption_styles:
-        rows.append(
-            {
-                "id": f"{clip.id}-caption" + ("" if style == "video" else f"-{style}"),
-                "video_path": video_path,
-                "task_type": "caption",
-                "prompt": CAPTION_STYLES[style],
-                "target_text": clip.style_caption(style),
-                "dataset": "tiny_world",
-                "split": clip.split,
-                "metadata": {**meta, "clip_id": clip.id, "caption_style": style},
-            }
-        )
-    for k, qa in enumerate(clip.qa):
-        rows.append(
-            {
-                "id": f"{clip.id}-qa{k}",
-                "video_path": video_path,
-                "task_type": "qa",
-                "prompt": qa["question"],
-                "target_text": qa["answer"],
-                "dataset": "tiny_world",
-                "split": clip.split,
-                "metadata": {"clip_id": clip.id, "qa_kind": qa["kind"], "seed": clip.seed},
-            }
-        )
-    return rows
-
-
-def generate_world(
-    out_dir: str | os.PathLike,
-    *,
-    num_train: int = 2000,
-    num_validation: int = 200,
-    num_test: int = 200,
-    seed: int = 0,
-    caption_styles: tuple[str, ...] = ("video",),
-) -> dict[str, Path]:
-    """Write every clip as an `.mp4` and one JSONL manifest per split.
-
-    Clip `i` of a split is drawn from seed `seed * 1_000_003 + i`, so splits are disjoint and the
-    output only depends on the arguments. Files that already exist are kept.
-
-    Args:
-        out_dir: folder that receives `videos/{split}/*.mp4` and `{split}.jsonl`.
-        num_train: clips in the train split.
-        num_validation: clips in the validation split.
-        num_test: clips in the test split (each shows a held-out color and shape pair).
-        seed: world seed.
-        caption_styles: which of `CAPTION_STYLES` get a caption row per clip (`video` always first).
-
-    Returns:
-        `{split: manifest path}`.
-
-    Example:
-        ```python
-        manifests = generate_world("data/tiny_world", num_train=100, num_validation=20, num_test=20)
-        rows = read_manifest(manifests["test"])
-        ```
-    """
-    out = Path(out_dir)
-    counts = {"train": num_train, "validation": num_validation, "test": num_test}
-    manifests = {}
-    for split, count in counts.items():
-        rows = []
-        for i in range(count):
-            clip = sample_clip(seed * 1_000_003 + i, split, index=i)
-            relative = Path("videos") / split / f"{clip.id}.mp4"
-            if not (out / relative).exists():
-                write_video(render_clip(clip), out / relative)
-            rows.extend(manifest_rows(clip, str(relative), caption_styles))
-        path = out / f"{split}.jsonl"
-        out.mkdir(parents=True, exist_ok=True)
-        _atomic_write_text(path, "".join(json.dumps(row) + "\n" for row in rows))
-        manifests[split] = path
-    return manifests
-
-
-def read_manifest(path: str | os.PathLike, *, resolve_paths: bool = True) -> list[dict[str, Any]]:
-    """Read a JSONL manifest; relative `video_path`s are resolved against the manifest's folder.
-
-    Args:
-        path: a `.jsonl` file from `generate_world`.
-        resolve_paths: make `video_path` absolute.
-
-    Returns:
-        The rows as dictionaries.
-    """
-    path = Path(path)
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    if resolve_paths:
-        for row in rows:
-            if not os.path.isabs(row["video_path"]):
-                row["video_path"] = str(path.parent / row["video_path"])
-    return rows
-
-
-def grid_targets(metadata: dict[str, Any], frame_indices: list[int], grid: int) -> np.ndarray:
-    """What each cell of a `grid x grid` split of each sampled frame shows: colors and shapes present.
-
-    Used as an auxiliary target when training a VLM from scratch on this world (dense supervision
-    makes the vision tower learn in minutes instead of hours).
-
-    Args:
-        metadata: a clip's `ToyClip.metadata()` (or a manifest row's `metadata`).
-        frame_indices: the sampled frames.
-        grid: cells per side.
-
-    Returns:
-        `[len(frame_indices), grid * grid, len(COLORS) + len(SHAPES)]` float32 multi-hot targets.
-    """
-    objects = [WorldObject(**o) for o in metadata["objects"]]
-    events = [WorldEvent(**e) for e in metadata["events"]]
-    colors, cell = list(COLORS), FRAME_SIZE / grid
-    out = np.zeros((len(frame_indices), grid * grid, len(COLORS) + len(SHAPES)), np.float32)
-    for i, obj in enumerate(objects):
-        track = _trajectory(obj, events, i)
-        for f, t in enumerate(frame_indices):
-            x, y, visible, color = track[t]
-            if not visible:
-                continue
-            rows = range(max(0, int((y - obj.size) // cell)), min(grid, int((y + obj.size) // cell) + 1))
-            cols = range(max(0, int((x - obj.size) // cell)), min(grid, int((x + obj.size) // cell) + 1))
-            for r in rows:
-                for c in cols:
-                    out[f, r * grid + c, colors.index(color)] = 1.0
-                    out[f, r * grid + c, len(COLORS) + SHAPES.index(obj.shape)] = 1.0
-    return out
-
-
 def corpus(caption_styles: tuple[str, ...] = ("video",)) -> list[str]:
     """Every word and phrase the world's text can contain, for training a tokenizer.
 
@@ -648,6 +345,7 @@ def corpus(caption_styles: tuple[str, ...] = ("video",)) -> list[str]:
     extra = any(style != "video" for style in caption_styles)
     prompts = [CAPTION_STYLES[s] for s in CAPTION_STYLES if s in caption_styles or s == "video"]
     lines = [*prompts, "How many objects are there?", "stays still", "does not move", "First", "then"]
+    lines += [f"{ANSWER_MARKER} {word}" for word in (*COLORS, *SHAPES, *NUMBER_WORDS)]
     for color in COLORS:
         for shape in SHAPES:
             lines += [
@@ -662,3 +360,38 @@ def corpus(caption_styles: tuple[str, ...] = ("video",)) -> list[str]:
                 )
     lines += [f"moves {d}" for d in DIRECTIONS] + ["appears disappears", " ".join(NUMBER_WORDS)]
     return lines
+
+
+def reasoned_answer(caption: str, answer: str) -> str:
+    """The tiny-world base model's answer format: describe the video, then answer.
+
+    Args:
+        caption: the clip's description.
+        answer: the short answer.
+
+    Returns:
+        `"<caption> Answer: <answer>"`.
+
+    Example:
+        ```python
+        reasoned_answer("A red circle moves left.", "red")  # 'A red circle moves left. Answer: red'
+        ```
+    """
+    return f"{caption} {ANSWER_MARKER} {answer}"
+
+
+def final_answer(text: str) -> str:
+    """The short answer in a reasoned answer: the text after the last `Answer:`, or all of it.
+
+    Args:
+        text: a generated answer.
+
+    Returns:
+        The answer, stripped.
+
+    Example:
+        ```python
+        final_answer("A red circle moves left. Answer: red")  # 'red'
+        ```
+    """
+    return text.rpartition(ANSWER_MARKER)[2].strip()
