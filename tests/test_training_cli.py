@@ -12,7 +12,7 @@ from test_training_utils import (
     toy_world_rows,
     write_manifest,
 )
-from transformers_v2l.training.cli import Video2LoraScriptArguments, main, parse_config
+from transformers_v2l.training.cli import Video2LoraScriptArguments, _read_yaml, main, parse_config
 from transformers_v2l.training.trainer import Video2LoraTrainingArguments
 
 yaml = pytest.importorskip("yaml")
@@ -81,3 +81,15 @@ def test_missing_extras_name_the_training_extra(monkeypatch, tmp_path):
         load_examples(tmp_path)
     manifest = write_manifest(tmp_path, [{"id": "a", "video_path": "a.mp4", "prompt": "Q?"}])
     assert load_examples(manifest)[0]["id"] == "a"  # JSONL manifests need no extra
+
+
+def test_overrides_without_a_yaml_file_parse():
+    from transformers_v2l.cli import _optional_config, build_parser
+
+    argv = _optional_config(["train", "--base_model", "m", "--train_data", "t.jsonl", "--max_steps", "3"])
+    args = build_parser().parse_args(argv)
+    assert args.config == ""
+    script, train = parse_config(TYPES, _read_yaml(args.config), args.overrides)
+    assert (script.base_model, script.train_data, train.max_steps) == ("m", "t.jsonl", 3)
+    with_file = build_parser().parse_args(_optional_config(["train", "c.yaml", "--max_steps", "3"]))
+    assert (with_file.config, with_file.overrides) == ("c.yaml", ["--max_steps", "3"])

@@ -86,3 +86,20 @@ def test_kl_term_on_cached_teacher_topk(tmp_path, tiny_vlm_path, manifest):
     assert hn.scaler_B["down_proj"].grad.abs().sum() > 0
     with pytest.raises(ValueError, match="not both 0"):
         _args(tmp_path, ce_weight=0.0, kl_weight=0.0)
+
+
+def test_a_first_step_without_any_readable_video_stops_with_advice(tmp_path, tiny_vlm_path):
+    from transformers_v2l import VideoDecodeError
+
+    rows = [
+        {**corrupt_row(tmp_path), "id": f"missing-{i}", "video_path": f"videos/missing-{i}.mp4"}
+        for i in range(2)
+    ]
+    examples = load_manifest(write_manifest(tmp_path, rows))
+    trainer = Video2LoraTrainer(
+        model=build_hypernetwork(tiny_vlm_path),
+        args=_args(tmp_path / "run", max_steps=2),
+        train_dataset=examples,
+    )
+    with pytest.raises(VideoDecodeError, match="None of the 2 videos of the first training step"):
+        trainer.train()

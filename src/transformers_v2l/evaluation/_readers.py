@@ -6,13 +6,17 @@ import csv
 import json
 import logging
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..errors import require
 from .prompts import PROMPT_TEMPLATES
+
+if TYPE_CHECKING:
+    import datasets
 
 logger = logging.getLogger(__name__)
 
@@ -184,6 +188,57 @@ def finish(benchmark, rows, resolver, sample_size, seed, unit=None):
     rows = sample_rows(rows, sample_size, seed, unit)
     datasets = require("datasets", "evaluation", "Reading a benchmark")
     return datasets.Dataset.from_list(rows, features=benchmark_features())
+
+
+def check_choices(kind: str, chosen: Iterable[str], allowed: Sequence[str]) -> None:
+    """Raise if `chosen` (e.g. VDC styles) names anything outside `allowed`."""
+    unknown = sorted(set(chosen) - set(allowed))
+    if unknown:
+        raise ValueError(f"Unknown {kind}(s) {unknown}; choose from {list(allowed)}.")
+
+
+def iter_records(annotations: PathOrPaths, required: Sequence[str] = ()) -> Iterator[tuple[Path, dict]]:
+    """(path, record) for every record of every annotation file, in file order, checking `required`."""
+    for path in annotation_paths(annotations):
+        for record in read_records(path):
+            require_fields(record, required, str(path))
+            yield path, record
+
+
+class RowBuilder:
+    """One reader's rows: the benchmark, task and video lookup are given once, then a row per `add`.
+
+    `video(name)` resolves a video (policy `missing_videos`), `row(...)` builds one example in the
+    common schema (`make_row`, subset "default" unless given), `add(...)` builds and keeps it, and
+    `dataset(sample_size, seed)` checks, samples and returns the kept rows (`finish`).
+    """
+
+    def __init__(self, benchmark: str, task: str, videos: str | os.PathLike, missing_videos: str):
+        self.benchmark = benchmark
+        self.task = task
+        self.video = VideoResolver(videos, missing_videos)
+        self.rows: list[dict] = []
+
+    def row(self, id_, video: str | None, references, *, subset: str = "default", **fields) -> dict:
+        """`make_row` for this benchmark; `fields` are its keywords, plus `task` to override the reader's."""
+        task = fields.pop("task", self.task)
+        return make_row(self.benchmark, subset, task, id_, video, references, **fields)
+
+    def add(self, id_, video: str | None, references, *, subset: str = "default", **fields) -> None:
+        self.rows.append(self.row(id_, video, references, subset=subset, **fields))
+
+    def add_subsets(
+        self, vid, video: str | None, values: Iterable[tuple[str, object]], text: Callable | None = None
+    ) -> None:
+        """One row `<vid>:<subset>` per (subset, value) pair whose value is set; `text` maps the value."""
+        for subset, value in values:
+            if value:
+                self.add(f"{vid}:{subset}", video, text(value) if text else value, subset=subset)
+
+    def dataset(
+        self, sample_size: int | None, seed: int, unit: Callable[[dict], str] | None = None
+    ) -> datasets.Dataset:
+        return finish(self.benchmark, self.rows, self.video, sample_size, seed, unit)
 
 
 def as_text(value) -> str:

@@ -33,12 +33,12 @@ from typing import TYPE_CHECKING
 
 from ._readers import (
     PathOrPaths,
-    VideoResolver,
+    RowBuilder,
     annotation_paths,
     as_text,
     benchmark_features,
-    finish,
-    make_row,
+    check_choices,
+    iter_records,
     read_records,
     require_fields,
 )
@@ -105,8 +105,8 @@ def read_activitynet_captions(
         'A young woman is seen standing in a room'
         ```
     """
-    resolver = VideoResolver(videos, missing_videos)
-    rows: dict[str, dict] = {}
+    out = RowBuilder("activitynet_captions", "caption", videos, missing_videos)
+    rows: dict[str, dict] = {}  # by id, so that each file adds its paragraph to the video's example
     paths = annotation_paths(annotations)
     for path in paths:
         data = read_records(path)
@@ -116,17 +116,16 @@ def read_activitynet_captions(
             require_fields(entry, ["timestamps", "sentences"], f"{path} [{vid}]")
             if not per_segment:  # one example per video; each file adds a reference paragraph
                 if vid not in rows:
-                    rows[vid] = make_row("activitynet_captions", "default", "caption", vid, resolver(vid), [])
+                    rows[vid] = out.row(vid, out.video(vid), [])
                 rows[vid]["references"].append(" ".join(s.strip() for s in entry["sentences"]))
                 continue
-            video = resolver(vid)  # segments differ between annotators: never merged across files
+            video = out.video(vid)  # segments differ between annotators: never merged across files
             prefix = vid if len(paths) == 1 else f"{vid}@{path.stem}"
             for i, ((start, end), sentence) in enumerate(zip(entry["timestamps"], entry["sentences"])):
                 key = f"{prefix}#{i}"
-                rows[key] = make_row(
-                    "activitynet_captions", "segment", "caption", key, video, sentence, start=start, end=end
-                )
-    return finish("activitynet_captions", list(rows.values()), resolver, sample_size, seed)
+                rows[key] = out.row(key, video, sentence, subset="segment", start=start, end=end)
+    out.rows = list(rows.values())
+    return out.dataset(sample_size, seed)
 
 
 def read_plm_rcap(
@@ -164,24 +163,11 @@ def read_plm_rcap(
         ['id', 'video', 'start', 'end', 'prompt', 'references', 'task', 'subset', 'benchmark']
         ```
     """
-    resolver = VideoResolver(videos, missing_videos)
-    rows = []
-    for path in annotation_paths(annotations):
-        for rec in read_records(path):
-            require_fields(rec, ["uid", "video", "caption", "start_frame", "end_frame"], str(path))
-            rows.append(
-                make_row(
-                    "plm_rcap",
-                    "default",
-                    "caption",
-                    rec["uid"],
-                    resolver(rec["video"]),
-                    rec["caption"],
-                    start=rec["start_frame"] / fps,
-                    end=rec["end_frame"] / fps,
-                )
-            )
-    return finish("plm_rcap", rows, resolver, sample_size, seed)
+    out = RowBuilder("plm_rcap", "caption", videos, missing_videos)
+    for _, rec in iter_records(annotations, ["uid", "video", "caption", "start_frame", "end_frame"]):
+        start, end = rec["start_frame"] / fps, rec["end_frame"] / fps  # frame indices -> seconds
+        out.add(rec["uid"], out.video(rec["video"]), rec["caption"], start=start, end=end)
+    return out.dataset(sample_size, seed)
 
 
 def read_plm_rdcap(
@@ -217,19 +203,12 @@ def read_plm_rdcap(
         ['id', 'video', 'start', 'end', 'prompt', 'references', 'task', 'subset', 'benchmark']
         ```
     """
-    resolver = VideoResolver(videos, missing_videos)
-    rows = []
-    for path in annotation_paths(annotations):
-        for rec in read_records(path):
-            require_fields(rec, ["uid", "video", "dense_captions"], str(path))
-            events = sorted(
-                rec["dense_captions"], key=lambda e: (e.get("start_frame", 0), e.get("end_frame", 0))
-            )
-            reference = "\n".join(e["caption"].strip() for e in events)
-            rows.append(
-                make_row("plm_rdcap", "default", "caption", rec["uid"], resolver(rec["video"]), reference)
-            )
-    return finish("plm_rdcap", rows, resolver, sample_size, seed)
+    out = RowBuilder("plm_rdcap", "caption", videos, missing_videos)
+    for _, rec in iter_records(annotations, ["uid", "video", "dense_captions"]):
+        events = sorted(rec["dense_captions"], key=lambda e: (e.get("start_frame", 0), e.get("end_frame", 0)))
+        reference = "\n".join(e["caption"].strip() for e in events)
+        out.add(rec["uid"], out.video(rec["video"]), reference)
+    return out.dataset(sample_size, seed)
 
 
 _VDC_STYLES = ("short", "detailed", "camera", "background", "main_object")
@@ -268,23 +247,16 @@ def read_vdc(
         ['id', 'video', 'start', 'end', 'prompt', 'references', 'task', 'subset', 'benchmark']
         ```
     """
-    unknown = sorted(set(styles) - set(_VDC_STYLES))
-    if unknown:
-        raise ValueError(f"Unknown VDC style(s) {unknown}; choose from {list(_VDC_STYLES)}.")
-    resolver = VideoResolver(videos, missing_videos)
-    rows = []
-    for path in annotation_paths(annotations):
-        for rec in read_records(path):
-            captions = {**rec, **rec.get("captions", {})}
-            vid = rec.get("video_id", rec.get("video_name"))
-            if vid is None:
-                raise ValueError(f"{path}: VDC record without `video_id` or `video_name`: {sorted(rec)}")
-            video = resolver(rec.get("video_name") or vid)
-            for style in styles:
-                text = captions.get(f"{style}_caption")
-                if text:
-                    rows.append(make_row("vdc", style, "caption", f"{vid}:{style}", video, text))
-    return finish("vdc", rows, resolver, sample_size, seed)
+    check_choices("VDC style", styles, _VDC_STYLES)
+    out = RowBuilder("vdc", "caption", videos, missing_videos)
+    for path, rec in iter_records(annotations):
+        captions = {**rec, **rec.get("captions", {})}
+        vid = rec.get("video_id", rec.get("video_name"))
+        if vid is None:
+            raise ValueError(f"{path}: VDC record without `video_id` or `video_name`: {sorted(rec)}")
+        video = out.video(rec.get("video_name") or vid)
+        out.add_subsets(vid, video, [(style, captions.get(f"{style}_caption")) for style in styles])
+    return out.dataset(sample_size, seed)
 
 
 _CAREBENCH_SUBSETS = ("caption", "events", "objects", "spatial_caption", "temporal_caption")
@@ -326,23 +298,12 @@ def read_carebench(
         ['id', 'video', 'start', 'end', 'prompt', 'references', 'task', 'subset', 'benchmark']
         ```
     """
-    unknown = sorted(set(subsets) - set(_CAREBENCH_SUBSETS))
-    if unknown:
-        raise ValueError(f"Unknown CaReBench subset(s) {unknown}; choose from {list(_CAREBENCH_SUBSETS)}.")
-    resolver = VideoResolver(videos, missing_videos)
-    rows = []
-    for path in annotation_paths(annotations):
-        for rec in read_records(path):
-            require_fields(rec, ["video"], str(path))
-            vid = rec.get("idx", Path(rec["video"]).stem)
-            video = resolver(rec["video"])
-            for subset in subsets:
-                value = rec.get(subset)
-                if value:
-                    rows.append(
-                        make_row("carebench", subset, "caption", f"{vid}:{subset}", video, as_text(value))
-                    )
-    return finish("carebench", rows, resolver, sample_size, seed)
+    check_choices("CaReBench subset", subsets, _CAREBENCH_SUBSETS)
+    out = RowBuilder("carebench", "caption", videos, missing_videos)
+    for _, rec in iter_records(annotations, ["video"]):
+        vid = rec.get("idx", Path(rec["video"]).stem)
+        out.add_subsets(vid, out.video(rec["video"]), [(s, rec.get(s)) for s in subsets], text=as_text)
+    return out.dataset(sample_size, seed)
 
 
 # ----------------------------------------------------------------------------- registry

@@ -6,15 +6,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ._readers import (
-    PathOrPaths,
-    VideoResolver,
-    annotation_paths,
-    finish,
-    make_row,
-    read_records,
-    require_fields,
-)
+from ._readers import PathOrPaths, RowBuilder, annotation_paths, iter_records, read_records, require_fields
 
 if TYPE_CHECKING:
     import datasets
@@ -61,7 +53,7 @@ def read_nextqa(
         ['id', 'video', 'start', 'end', 'prompt', 'references', 'task', 'subset', 'benchmark']
         ```
     """
-    resolver = VideoResolver(videos, missing_videos)
+    out = RowBuilder("nextqa", "qa", videos, missing_videos)
     tables = []
     for path in annotation_paths(annotations):
         if path.suffix.lower() != ".json":
@@ -72,18 +64,12 @@ def read_nextqa(
             extra_references = extra_references or path
     extra = read_records(Path(extra_references)) if extra_references else {}
     mapping = read_records(Path(video_map)) if video_map else {}
-    rows = []
-    for path in tables:
-        for rec in read_records(path):
-            require_fields(rec, ["video", "question", "answer", "qid"], str(path))
-            vid, qid = str(rec["video"]), str(rec["qid"])
-            refs = [rec["answer"], rec.get("additional_ref_answer") or "", extra.get(vid, {}).get(qid, "")]
-            refs = list(dict.fromkeys(r.strip() for r in refs if r and r.strip()))
-            video = resolver(mapping.get(vid, vid))
-            rows.append(
-                make_row("nextqa", "default", "qa", f"{vid}_{qid}", video, refs, question=rec["question"])
-            )
-    return finish("nextqa", rows, resolver, sample_size, seed)
+    for _, rec in iter_records(tables, ["video", "question", "answer", "qid"]):
+        vid, qid = str(rec["video"]), str(rec["qid"])
+        refs = [rec["answer"], rec.get("additional_ref_answer") or "", extra.get(vid, {}).get(qid, "")]
+        refs = list(dict.fromkeys(r.strip() for r in refs if r and r.strip()))
+        out.add(f"{vid}_{qid}", out.video(mapping.get(vid, vid)), refs, question=rec["question"])
+    return out.dataset(sample_size, seed)
 
 
 def read_activitynet_qa(
@@ -132,25 +118,14 @@ def read_activitynet_qa(
         raise ValueError(
             f"ActivityNet-QA needs a *_q.json and a *_a.json file; got {[str(p) for p in paths]}."
         )
-    resolver = VideoResolver(videos, missing_videos)
-    rows = []
+    out = RowBuilder("activitynet_qa", "qa", videos, missing_videos)
     for rec in questions:
         require_fields(rec, ["video_name", "question_id", "question"], "ActivityNet-QA questions")
         qid = str(rec["question_id"])
         if qid not in answers:
             raise ValueError(f"ActivityNet-QA question {qid} has no answer in the answers file.")
-        rows.append(
-            make_row(
-                "activitynet_qa",
-                "default",
-                "qa",
-                qid,
-                resolver(rec["video_name"]),
-                answers[qid],
-                question=rec["question"],
-            )
-        )
-    return finish("activitynet_qa", rows, resolver, sample_size, seed)
+        out.add(qid, out.video(rec["video_name"]), answers[qid], question=rec["question"])
+    return out.dataset(sample_size, seed)
 
 
 def read_plm_sgqa(
@@ -182,23 +157,10 @@ def read_plm_sgqa(
         ['id', 'video', 'start', 'end', 'prompt', 'references', 'task', 'subset', 'benchmark']
         ```
     """
-    resolver = VideoResolver(videos, missing_videos)
-    rows = []
-    for path in annotation_paths(annotations):
-        for rec in read_records(path):
-            require_fields(rec, ["uid", "video", "question", "answer"], str(path))
-            rows.append(
-                make_row(
-                    "plm_sgqa",
-                    "default",
-                    "qa",
-                    rec["uid"],
-                    resolver(rec["video"]),
-                    rec["answer"],
-                    question=rec["question"],
-                )
-            )
-    return finish("plm_sgqa", rows, resolver, sample_size, seed)
+    out = RowBuilder("plm_sgqa", "qa", videos, missing_videos)
+    for _, rec in iter_records(annotations, ["uid", "video", "question", "answer"]):
+        out.add(rec["uid"], out.video(rec["video"]), rec["answer"], question=rec["question"])
+    return out.dataset(sample_size, seed)
 
 
 def read_vidcapbench(
@@ -233,27 +195,15 @@ def read_vidcapbench(
         ['id', 'video', 'start', 'end', 'prompt', 'references', 'task', 'subset', 'benchmark']
         ```
     """
-    resolver = VideoResolver(videos, missing_videos)
-    rows = []
-    for path in annotation_paths(annotations):
-        for rec in read_records(path):
-            name = rec.get("video_dir", rec.get("video"))
-            if name is None or "QA_pairs" not in rec:
-                raise ValueError(f"{path}: expected `video_dir` and `QA_pairs`, got {sorted(rec)}.")
-            video = resolver(name)
-            for i, qa in enumerate(rec["QA_pairs"]):
-                rows.append(
-                    make_row(
-                        "vidcapbench",
-                        "default",
-                        "qa",
-                        f"{Path(name).stem}#{i}",
-                        video,
-                        qa["answer"],
-                        question=qa["question"],
-                    )
-                )
-    return finish("vidcapbench", rows, resolver, sample_size, seed, unit=lambda r: r["video"])
+    out = RowBuilder("vidcapbench", "qa", videos, missing_videos)
+    for path, rec in iter_records(annotations):
+        name = rec.get("video_dir", rec.get("video"))
+        if name is None or "QA_pairs" not in rec:
+            raise ValueError(f"{path}: expected `video_dir` and `QA_pairs`, got {sorted(rec)}.")
+        video = out.video(name)
+        for i, qa in enumerate(rec["QA_pairs"]):
+            out.add(f"{Path(name).stem}#{i}", video, qa["answer"], question=qa["question"])
+    return out.dataset(sample_size, seed, unit=lambda r: r["video"])  # sample videos, keep all their pairs
 
 
 def read_generic(
@@ -287,8 +237,7 @@ def read_generic(
         ['id', 'video', 'start', 'end', 'prompt', 'references', 'task', 'subset', 'benchmark']
         ```
     """
-    resolver = VideoResolver(videos, missing_videos)
-    rows = []
+    out = RowBuilder("generic", "caption", videos, missing_videos)  # each record gives its own task
     for path in annotation_paths(annotations):
         for i, rec in enumerate(read_records(path)):
             require_fields(rec, ["video", "prompt", "task"], f"{path} record {i}")
@@ -297,17 +246,9 @@ def read_generic(
             refs = rec.get("references", rec.get("reference"))
             if refs is None:
                 raise ValueError(f"{path} record {i}: needs `references` or `reference`.")
-            row = make_row(
-                "generic",
-                "default",
-                rec["task"],
-                rec.get("id", f"{Path(path).stem}-{i}"),
-                resolver(rec["video"]),
-                refs,
-                prompt=rec["prompt"],
-                start=rec.get("start"),
-                end=rec.get("end"),
-            )
+            id_, video = rec.get("id", f"{Path(path).stem}-{i}"), out.video(rec["video"])
+            span = {"start": rec.get("start"), "end": rec.get("end")}  # seconds, or None: whole video
+            row = out.row(id_, video, refs, task=rec["task"], prompt=rec["prompt"], **span)
             row.update(subset=rec.get("subset", "default"), benchmark=rec.get("benchmark", "generic"))
-            rows.append(row)
-    return finish("generic", rows, resolver, sample_size, seed)
+            out.rows.append(row)
+    return out.dataset(sample_size, seed)
