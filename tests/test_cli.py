@@ -62,3 +62,47 @@ def test_internalize_then_ask(tmp_path, tiny_vlm_path, real_clip, capsys):
 def test_parser_rejects_unknown_command():
     with pytest.raises(SystemExit):
         build_parser().parse_args(["frobnicate"])
+
+
+def test_typed_errors_end_with_a_message_not_a_traceback(tmp_path, capsys):
+    empty = tmp_path / "empty.mp4"
+    empty.write_bytes(b"")
+    assert main(["internalize", str(empty), "--out", str(tmp_path / "adapter")]) == 1
+    err = capsys.readouterr().err
+    assert "v2l internalize: VideoDecodeError:" in err and "the file is empty" in err
+    assert "Traceback" not in err
+    assert not (tmp_path / "adapter").exists()
+
+
+def test_a_hub_model_without_the_hub_points_to_local_folders(tmp_path, monkeypatch, capsys):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "cache"))
+    video = tmp_path / "clip.mp4"
+    video.write_bytes(b"")  # never read: the hypernetwork fails to load first
+    args = [
+        "internalize",
+        str(video),
+        "--out",
+        str(tmp_path / "adapter"),
+        "--hypernetwork",
+        "org/does-not-exist",
+    ]
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert "HubUnavailableError" in err and "'org/does-not-exist': it is not a local folder" in err
+    assert "load_default_hypernetwork()" in err and "Traceback" not in err
+    assert (
+        main(["ask", "me/adapter", "What happens?"]) == 1
+    )  # the default tiny model, an adapter from the Hub
+    err = capsys.readouterr().err
+    assert "'me/adapter': it is not a local folder" in err and "Pass the path of a local folder" in err
+
+
+def test_a_missing_adapter_folder_is_a_message_not_a_traceback(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["ask", "./clip-adaptr", "What happens?"]) == 1
+    err = capsys.readouterr().err
+    assert f"./clip-adaptr is not a folder (nothing at {tmp_path / 'clip-adaptr'})" in err
+    assert "check the path" in err and "Traceback" not in err

@@ -184,3 +184,82 @@ def test_atomic_folder_never_leaves_half_written_folders(tmp_path):
         (tmp / "b.txt").write_text("two")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
     assert (target / "a.txt").read_text() == "one" and (target / "b.txt").read_text() == "two"
+
+
+# ---- errors a newcomer meets: no Hub, no token ---------------------------------------------------------------
+def _closed_port_url() -> str:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}"  # nothing listens there: connections are refused
+
+
+def _unreachable_hub(monkeypatch, tmp_path) -> str:
+    from huggingface_hub import constants
+
+    url = _closed_port_url()
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "ENDPOINT", url)
+    monkeypatch.setattr(
+        constants, "HUGGINGFACE_CO_URL_TEMPLATE", url + "/{repo_id}/resolve/{revision}/{filename}"
+    )
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub-cache"))
+    return url
+
+
+def test_an_uncached_repo_offline_says_how_to_work_locally(monkeypatch, tmp_path):
+    from huggingface_hub import constants
+
+    from transformers_v2l import Video2LoraConfig, Video2LoraHypernetwork
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
+    with pytest.raises(
+        HubUnavailableError,
+        match=r"'me/adapter': it is not a local folder, HF_HUB_OFFLINE is set.*adapter_config.json is not in "
+        r"the cache\. Pass the path of a local folder instead.*unset HF_HUB_OFFLINE",
+    ):
+        GeneratedLora.from_pretrained("me/adapter")
+    for load in (
+        lambda: Video2LoraHypernetwork.from_pretrained("org/does-not-exist"),
+        lambda: Video2LoraConfig.from_base_model("org/does-not-exist"),
+    ):
+        with pytest.raises(
+            HubUnavailableError,
+            match=r"'org/does-not-exist': it is not a local folder.*Pass the path of a local folder.*"
+            r"load_default_hypernetwork\(\)",
+        ):
+            load()
+
+
+def test_a_push_to_an_unreachable_hub_says_so(tiny_vlm, monkeypatch, tmp_path):
+    url = _unreachable_hub(monkeypatch, tmp_path)
+    with pytest.raises(
+        HubPushError,
+        match=rf"at {url} failed: could not create the repository \(ConnectError.*Nothing was written locally\. "
+        rf"The Hub at {url} could not be reached: check your network connection.*`save_pretrained`",
+    ):
+        make_adapter(tiny_vlm).push_to_hub("me/clip-adapter", token="hf_not_a_real_token")
+
+
+def test_a_push_without_a_token_says_how_to_log_in(tiny_vlm, local_hub, monkeypatch):
+    monkeypatch.delenv("HF_TOKEN")
+    for token in (None, False):
+        with pytest.raises(
+            HubPushError, match=r"HTTP 401 .*Log in with `hf auth login`, set HF_TOKEN, or pass token="
+        ):
+            make_adapter(tiny_vlm).push_to_hub("tester/clip-adapter", token=token)
+    assert "tester/clip-adapter" not in local_hub.repos
+
+
+@pytest.mark.slow  # huggingface_hub retries a refused connection for about 25 s before giving up
+def test_an_unreachable_hub_says_so_and_points_to_local_folders(monkeypatch, tmp_path):
+    url = _unreachable_hub(monkeypatch, tmp_path)
+    with pytest.raises(
+        HubUnavailableError,
+        match=rf"'me/adapter': it is not a local folder, the Hugging Face Hub at {url} could not be reached "
+        r"\(ConnectError.*not in the cache\. Pass the path of a local folder instead.*check your network",
+    ):
+        GeneratedLora.from_pretrained("me/adapter")

@@ -1,5 +1,6 @@
 """GeneratedLora as a PEFT adapter: config, files, loading plain PEFT adapters, algebra, merging, validation."""
 
+import dataclasses
 import json
 import re
 import warnings
@@ -104,7 +105,11 @@ def test_save_and_load_round_trip_with_provenance_in_the_card(tiny_vlm, tmp_path
     ]
     assert [p.name for p in tmp_path.iterdir()] == ["clip-adapter"], "no temporary folders left behind"
     card = read_card_metadata(folder / "README.md")
-    assert card["library_name"] == "peft" and card["base_model"] == tiny_vlm.config._name_or_path
+    assert card["library_name"] == "peft" and "base_model" not in card  # a local folder is never published
+    assert tiny_vlm.config._name_or_path not in (folder / "README.md").read_text()
+    hub_id = "HuggingFaceTB/SmolVLM2-500M-Video-Instruct"
+    published = dataclasses.replace(adapter, base_model_name_or_path=hub_id).model_card().data.to_dict()
+    assert published["base_model"] == hub_id and f"base_model:adapter:{hub_id}" in published["tags"]
     assert {"video2lora", "lora"} <= set(card["tags"])
     assert {k: card["video2lora"][k] for k in PROVENANCE} == PROVENANCE
     body = (folder / "README.md").read_text()

@@ -134,6 +134,9 @@ def test_internalize_with_chunk_frames_composes_chunk_adapters(hypernet, real_cl
     direct = internalize_chunked(hypernet, video, chunk_frames=3)
     assert chunked.rank == direct.rank > hypernet.config.effective_rank
     assert_same_adapter(chunked, direct, atol=0)
+    assert_same_adapter(hypernet.internalize(video, chunk_frames=3, batch_size=2), direct)  # chunks batched
+    with pytest.raises(ValueError, match="drop num_frames"):
+        hypernet.internalize(video, chunk_frames=3, num_frames=6)
 
 
 def test_use_adapter_merges_for_the_block_and_restores_the_weights(hypernet, real_clip):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import warnings
 from pathlib import Path
 
@@ -267,6 +268,28 @@ def test_bad_files_raise_named_errors(synthetic_videos, name, error, message):
         load_video(synthetic_videos[name])
     if error is VideoDecodeError:
         assert not isinstance(raised.value, EmptyVideoError)
+
+
+@pytest.mark.parametrize(
+    "name, advice",
+    [
+        ("not_a_video", r"notes.mp4.*first bytes are text.*Pass a video container such as MP4"),
+        ("empty", r"empty.mp4.*0 bytes.*Download or export it again"),
+        ("truncated", r"truncated.mp4.*truncated or damaged\. Download or export it again"),
+    ],
+)
+def test_bad_file_errors_say_what_to_do(synthetic_videos, name, advice):
+    with pytest.raises(VideoDecodeError, match=advice):
+        load_video(synthetic_videos[name])
+
+
+def test_missing_file_error_shows_where_it_looked(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    looked = re.escape(str(tmp_path / "missing.mp4"))
+    with pytest.raises(VideoDecodeError, match=rf"'missing.mp4'.*does not exist \(looked for {looked}\)"):
+        load_video("missing.mp4")
+    with pytest.raises(VideoDecodeError, match=r"is a directory.*Pass the video files inside it"):
+        load_video(".")
 
 
 def test_missing_file_and_directory(tmp_path):

@@ -48,6 +48,20 @@ def same_base_model(a: str | None, b: str | None) -> bool:
 
     `"/models/SmolVLM2-500M-Video-Instruct"` and `"HuggingFaceTB/SmolVLM2-500M-Video-Instruct"` match:
     a local copy of a Hub model keeps the repository's name.
+
+    Args:
+        a: a Hub id or local path, or `None` when unknown.
+        b: another Hub id or local path, or `None` when unknown.
+
+    Returns:
+        `True` when either name is unknown, the names are equal, or their last path components match
+        (case-insensitively).
+
+    Example:
+        ```python
+        same_base_model("/models/SmolVLM2-500M-Video-Instruct", "HuggingFaceTB/SmolVLM2-500M-Video-Instruct")  # True
+        same_base_model("HuggingFaceTB/SmolVLM2-500M-Video-Instruct", "HuggingFaceTB/SmolVLM2-2.2B-Instruct")  # False
+        ```
     """
     if not a or not b:
         return True
@@ -57,7 +71,22 @@ def same_base_model(a: str | None, b: str | None) -> bool:
 
 # ---- composition -------------------------------------------------------------------------------------
 def compose(adapters: Sequence[GeneratedLora]) -> GeneratedLora:
-    """Concatenate adapters in rank space; see `GeneratedLora.compose`."""
+    """Concatenate adapters in rank space; see `GeneratedLora.compose`.
+
+    Args:
+        adapters: adapters for the same base model, layers and modules.
+
+    Returns:
+        An adapter of rank `sum(R_i)` whose update is the sum of the adapters' updates.
+
+    Raises:
+        AdapterMismatchError: the adapters differ in family, layers, shapes or base model.
+
+    Example:
+        ```python
+        whole = compose([adapter_first_half, adapter_second_half])
+        ```
+    """
     adapters = list(adapters)
     if not adapters:
         raise ValueError("compose() needs at least one adapter.")
@@ -98,7 +127,19 @@ def compose(adapters: Sequence[GeneratedLora]) -> GeneratedLora:
 
 # ---- rank selection ----------------------------------------------------------------------------------
 def rank_scores(adapter: GeneratedLora) -> dict[str, torch.Tensor]:
-    """`{module: [L, R]}` float32 norm products `||A_r|| * ||B_r||`."""
+    """The importance `||A_r|| * ||B_r||` of every rank slice (paper appendix C).
+
+    Args:
+        adapter: the adapter to score.
+
+    Returns:
+        `{module: [L, R]}` float32 norm products.
+
+    Example:
+        ```python
+        scores = rank_scores(adapter)["down_proj"]  # [L, R]
+        ```
+    """
     return {
         m: adapter.lora_A[m].float().norm(dim=-1) * adapter.lora_B[m].float().norm(dim=-1)
         for m in adapter.target_modules
@@ -130,7 +171,20 @@ def _rank_index(adapter: GeneratedLora, index: RankIndex) -> dict[str, torch.Ten
 
 
 def keep_ranks(adapter: GeneratedLora, index: RankIndex) -> GeneratedLora:
-    """The adapter restricted to the given rank slices, in the given order."""
+    """The adapter restricted to the given rank slices, in the given order.
+
+    Args:
+        adapter: the adapter to slice.
+        index: rank indices shared by every layer and module (`[k]`), or `{module: [k] or [L, k]}`.
+
+    Returns:
+        An adapter of rank `k`.
+
+    Example:
+        ```python
+        keep_ranks(adapter, [0, 3, 7]).rank  # 3
+        ```
+    """
     idx = _rank_index(adapter, index)
     if next(iter(idx.values())).shape[1] == 0:
         raise ValueError("keep_ranks() must keep at least one rank.")
@@ -146,7 +200,20 @@ def keep_ranks(adapter: GeneratedLora, index: RankIndex) -> GeneratedLora:
 
 
 def drop_ranks(adapter: GeneratedLora, index: RankIndex) -> GeneratedLora:
-    """The adapter without the given rank slices, the others in their original order."""
+    """The adapter without the given rank slices, the others in their original order.
+
+    Args:
+        adapter: the adapter to slice.
+        index: rank indices shared by every layer and module (`[k]`), or `{module: [k] or [L, k]}`.
+
+    Returns:
+        An adapter of rank `R - k`.
+
+    Example:
+        ```python
+        drop_ranks(adapter, [0]).rank == adapter.rank - 1  # True
+        ```
+    """
     keep = {}
     for module, idx in _rank_index(adapter, index).items():
         mask = torch.ones(adapter.num_layers, adapter.rank, dtype=torch.bool)
@@ -156,7 +223,22 @@ def drop_ranks(adapter: GeneratedLora, index: RankIndex) -> GeneratedLora:
 
 
 def prune(adapter: GeneratedLora, k: int, *, strategy: str = "top", seed: int | None = None) -> GeneratedLora:
-    """Select rank slices per layer and module; see `GeneratedLora.prune`."""
+    """Select rank slices per layer and module by their norm product; see `GeneratedLora.prune`.
+
+    Args:
+        adapter: the adapter to prune.
+        k: how many slices to keep (for `"remove_top"`: how many to remove).
+        strategy: one of `PRUNE_STRATEGIES`: `"top"`, `"bottom"`, `"random"` or `"remove_top"`.
+        seed: the random generator's seed for `"random"` (default 0).
+
+    Returns:
+        The pruned adapter; `metadata["rank_selection"]` records the strategy.
+
+    Example:
+        ```python
+        small = prune(adapter, 4)  # the top 4 ranks of every layer and module
+        ```
+    """
     if strategy not in PRUNE_STRATEGIES:
         raise ValueError(f"prune(strategy=...) must be one of {PRUNE_STRATEGIES}, got {strategy!r}.")
     lower, upper = (0, adapter.rank - 1) if strategy == "remove_top" else (1, adapter.rank)
@@ -186,7 +268,21 @@ def prune(adapter: GeneratedLora, k: int, *, strategy: str = "top", seed: int | 
 
 # ---- validation and merging ----------------------------------------------------------------------------
 def check_compatible(adapter: GeneratedLora, model: torch.nn.Module, *, strict: bool = False) -> None:
-    """Raise `AdapterMismatchError` unless `adapter` fits `model`; see `GeneratedLora.check_compatible`."""
+    """Raise `AdapterMismatchError` unless `adapter` fits `model`; see `GeneratedLora.check_compatible`.
+
+    Args:
+        adapter: the adapter to check.
+        model: the base VLM.
+        strict: also require the base model names to match (otherwise a mismatch only warns).
+
+    Raises:
+        AdapterMismatchError: the family, target modules, layers or shapes differ.
+
+    Example:
+        ```python
+        check_compatible(adapter, vlm, strict=True)
+        ```
+    """
     model_type = getattr(getattr(model, "config", None), "model_type", None)
     try:
         expected = backbone_class(adapter.base_model_type)
@@ -226,6 +322,11 @@ class MergedAdapter:
 
     Use it as a context manager, or call `unmerge()`.
 
+    Args:
+        model: the model whose weights were changed.
+        backups: `{module path: original weight}` to copy back on `unmerge()`.
+        adapter: the merged adapter, for reference.
+
     Example:
         ```python
         with adapter.merge_into(vlm):
@@ -247,7 +348,15 @@ class MergedAdapter:
 
     @torch.no_grad()
     def unmerge(self) -> None:
-        """Copy the saved original weights back (a no-op once done)."""
+        """Copy the saved original weights back (a no-op once done).
+
+        Example:
+            ```python
+            handle = adapter.merge_into(vlm)
+            handle.unmerge()
+            assert not handle.merged
+            ```
+        """
         for path, original in self._backups.items():
             self.model.get_submodule(path).weight.copy_(original)
         self._backups = {}
@@ -263,7 +372,25 @@ class MergedAdapter:
 
 @torch.no_grad()
 def merge_into(adapter: GeneratedLora, model: torch.nn.Module, *, strict: bool = False) -> MergedAdapter:
-    """Add `s * B[l]^T A[l]` to the target weights; see `GeneratedLora.merge_into`."""
+    """Add `s * B[l]^T A[l]` to the target weights; see `GeneratedLora.merge_into`.
+
+    Args:
+        adapter: the adapter to merge.
+        model: the base VLM, changed in place.
+        strict: see `check_compatible`.
+
+    Returns:
+        A `MergedAdapter` that restores the original weights.
+
+    Raises:
+        RuntimeError: the model already holds a merged adapter.
+
+    Example:
+        ```python
+        with merge_into(adapter, vlm):
+            out = vlm.generate(**inputs)
+        ```
+    """
     check_compatible(adapter, model, strict=strict)
     if model in _MERGED:
         raise RuntimeError("This model already holds a merged adapter; unmerge it first.")
@@ -291,7 +418,20 @@ def merged_adapter(model: torch.nn.Module) -> MergedAdapter | None:
 
 
 def unmerge(model: torch.nn.Module) -> None:
-    """Restore the weights that `merge_into` changed in `model`, bit-exactly."""
+    """Restore the weights that `merge_into` changed in `model`, bit-exactly.
+
+    Args:
+        model: a model that holds an adapter merged by `merge_into`.
+
+    Raises:
+        RuntimeError: no adapter is merged into `model`.
+
+    Example:
+        ```python
+        merge_into(adapter, vlm)
+        unmerge(vlm)
+        ```
+    """
     handle = _MERGED.get(model)
     if handle is None:
         raise RuntimeError("This model holds no adapter merged by GeneratedLora.merge_into().")

@@ -48,7 +48,19 @@ def _card(data: dict[str, Any], body: str):
 
 
 def read_card_metadata(path: str | os.PathLike | None) -> dict[str, Any]:
-    """The YAML front matter of a README.md as a dict (`{}` if there is none)."""
+    """The YAML front matter of a model card.
+
+    Args:
+        path: a README.md file; `None` or a missing file gives `{}`.
+
+    Returns:
+        The front matter as a dict (`{}` if there is none).
+
+    Example:
+        ```python
+        read_card_metadata("clip-adapter/README.md")["video2lora"]["video_sha256"]
+        ```
+    """
     if path is None or not Path(path).is_file():
         return {}
     from huggingface_hub import metadata_load
@@ -98,6 +110,19 @@ def _provenance_rows(provenance: dict[str, Any]) -> str:
     return "\n".join(f"| {name} | {_format(value)} |" for name, value in rows)
 
 
+def _hub_id(name: str | None) -> str | None:
+    """`name` if it can be a Hub repository id (`name` or `namespace/name`), else `None` (a local path)."""
+    if (
+        not name
+        or "\\" in name
+        or name.count("/") > 1
+        or name.startswith(("/", ".", "~"))
+        or Path(name).exists()
+    ):
+        return None
+    return name
+
+
 def adapter_model_card(
     *,
     base_model: str | None,
@@ -128,17 +153,40 @@ def adapter_model_card(
         nbytes: bytes of the adapter tensors.
         provenance: source video SHA-256, frame indices, resolution, hypernetwork repo and revision,
             instruction, and anything else recorded (for example `composed_from` or `rank_selection`).
-            A `source` path is reduced to its file name, so local folder names are never published.
+            Local paths (`source`, `hypernetwork`, a local `base_model`) are reduced to their last
+            component, so local folder names are never published in the card.
         repo_id: the Hub repository, for the usage snippet.
 
     Returns:
         A `huggingface_hub.ModelCard`.
+
+    Example:
+        ```python
+        card = adapter_model_card(
+            base_model="HuggingFaceTB/SmolVLM2-500M-Video-Instruct",
+            target_regex=SmolVLMBackbone.peft_target_regex(["down_proj"]),
+            target_modules=["down_proj"],
+            num_layers=32,
+            rank=32,
+            scaling=128.0,
+            dtype="bfloat16",
+            nbytes=7_208_960,
+            provenance={"video_sha256": "9f2c...", "frame_indices": [0, 30, 60]},
+        )
+        card.save("clip-adapter/README.md")  # GeneratedLora.save_pretrained writes this for you
+        ```
     """
-    base = base_model or "<base model>"
+    if base_model and _hub_id(base_model) is None:
+        base_model_shown = PurePath(base_model.replace("\\", "/")).name
+    else:
+        base_model_shown = base_model
+    base = base_model_shown or "<base model>"
     repo = repo_id or "<this adapter's repo or folder>"
     meta = dict(provenance)
-    if isinstance(meta.get("source"), str) and ("/" in meta["source"] or "\\" in meta["source"]):
-        meta["source"] = PurePath(meta["source"].replace("\\", "/")).name  # never publish local folder names
+    for key in ("source", "hypernetwork"):  # never publish local folder names
+        if isinstance(meta.get(key), str) and _hub_id(meta[key]) is None:
+            meta[key] = PurePath(meta[key].replace("\\", "/")).name
+    base_model = _hub_id(base_model)  # the Hub's `base_model` metadata must be a repository id
     data = {
         "base_model": base_model,
         "library_name": "peft",
@@ -318,7 +366,21 @@ adapter.push_to_hub("me/video-adapter")
 
 
 def save_hypernetwork_card(save_directory: str | os.PathLike, config, **card_kwargs) -> Path:
-    """Write `hypernetwork_model_card(config, **card_kwargs)` to `save_directory/README.md`."""
+    """Write `hypernetwork_model_card(config, **card_kwargs)` to `save_directory/README.md`.
+
+    Args:
+        save_directory: an existing folder, usually the one `save_pretrained` wrote.
+        config: the hypernetwork's `Video2LoraConfig`.
+        **card_kwargs: `datasets`, `training`, `license` or `repo_id`, as for `hypernetwork_model_card`.
+
+    Returns:
+        The path of the README.md written.
+
+    Example:
+        ```python
+        save_hypernetwork_card("my-hypernet", hn.config, datasets=["HuggingFaceFV/finevideo"])
+        ```
+    """
     path = Path(save_directory) / "README.md"
     hypernetwork_model_card(config, **card_kwargs).save(path)
     return path

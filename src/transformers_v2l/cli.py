@@ -12,6 +12,8 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+from .errors import Video2LoraError
+
 __all__ = ["build_parser", "main"]
 
 # subcommand -> (module, function that adds its parser); modules keep heavy imports inside their run functions
@@ -74,8 +76,8 @@ def _run_push(args) -> int:
     from .lora import GeneratedLora
 
     adapter = GeneratedLora.from_pretrained(args.adapter)
-    url = adapter.push_to_hub(args.repo_id, private=args.private, commit_message=args.commit_message)
-    print(url)
+    info = adapter.push_to_hub(args.repo_id, private=args.private, commit_message=args.commit_message)
+    print(f"Pushed to {info.repo_url} at revision {info.oid}")
     return 0
 
 
@@ -105,7 +107,20 @@ def _add_core_subcommands(subparsers) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The `v2l` argument parser with every subcommand."""
+    """The `v2l` argument parser with every subcommand.
+
+    A subcommand whose optional extra is missing is still listed; running it prints which extra to
+    install.
+
+    Returns:
+        An `argparse.ArgumentParser`; each subcommand sets `func`, which runs it.
+
+    Example:
+        ```python
+        args = build_parser().parse_args(["ask", "clip-adapter", "What happens?"])
+        args.func(args)
+        ```
+    """
     parser = argparse.ArgumentParser(prog="v2l", description=__doc__.splitlines()[0])
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _add_core_subcommands(subparsers)
@@ -137,10 +152,38 @@ def _add_unavailable_subcommand(subparsers, name: str, error: ImportError) -> No
     parser.set_defaults(func=fail)
 
 
+# subcommands taking an optional YAML file, then `--field value` overrides
+_CONFIG_COMMANDS = ("train", "teacher")
+
+
+def _optional_config(argv: Sequence[str]) -> list[str]:
+    """`train --field value` -> `train "" --field value`: argparse cannot start a remainder with an option."""
+    argv = list(argv)
+    if len(argv) > 1 and argv[0] in _CONFIG_COMMANDS and argv[1].startswith("--") and argv[1] != "--help":
+        argv.insert(1, "")  # no YAML file: every argument after the command is a `--field value` override
+    return argv
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the `v2l` console script."""
-    args = build_parser().parse_args(argv)
-    return int(args.func(args) or 0)
+    """Entry point of the `v2l` console script.
+
+    Args:
+        argv: the arguments after `v2l`; defaults to `sys.argv[1:]`.
+
+    Returns:
+        The exit code: 0 on success.
+
+    Example:
+        ```python
+        main(["internalize", "clip.mp4", "--out", "clip-adapter"])  # same as `v2l internalize clip.mp4 --out clip-adapter`
+        ```
+    """
+    args = build_parser().parse_args(_optional_config(sys.argv[1:] if argv is None else argv))
+    try:
+        return int(args.func(args) or 0)
+    except (Video2LoraError, FileNotFoundError) as error:  # typed errors already say what to do: no traceback
+        print(f"v2l {args.command}: {type(error).__name__}: {error}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

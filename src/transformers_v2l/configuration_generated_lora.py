@@ -90,6 +90,12 @@ class GeneratedLoraConfig(LoraConfig):
         Returns:
             A `GeneratedLoraConfig` with `r = rank`, `lora_alpha = scaling * rank` and the exact
             text-decoder regex as `target_modules`.
+
+        Example:
+            ```python
+            config = GeneratedLoraConfig.for_generated(rank=32, scaling=128.0, target_modules=["down_proj"])
+            config.r, config.lora_alpha  # (32, 4096.0)
+            ```
         """
         regex = backbone_class(base_model_type).peft_target_regex(list(target_modules))
         return cls(
@@ -108,7 +114,16 @@ class GeneratedLoraConfig(LoraConfig):
         return self.lora_alpha / self.r
 
     def to_dict(self) -> dict[str, Any]:
-        """The `adapter_config.json` content: only `SAVED_KEYS`."""
+        """The `adapter_config.json` content: only `SAVED_KEYS`.
+
+        Returns:
+            A JSON-serializable dict (`target_modules` as written by PEFT).
+
+        Example:
+            ```python
+            sorted(config.to_dict())  # ['alpha_pattern', 'base_model_name_or_path', 'bias', ...]
+            ```
+        """
         full = super().to_dict()
         out = {key: full[key] for key in self.SAVED_KEYS if key in full}
         if isinstance(out.get("target_modules"), set):

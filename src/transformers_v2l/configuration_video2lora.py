@@ -60,6 +60,7 @@ class Video2LoraConfig(PreTrainedConfig):
         video_fps: Target sampling rate; `None` uses the processor's (1 fps for SmolVLM2).
         skip_secs: Seconds skipped at each end of a long video, as SmolVLM2 does.
         resize_mode: Frame resizing the processor uses (`"transformers-5"` or `"frames2lora"`); `None` keeps its default.
+        initializer_range: Standard deviation of the latent queries' normal initialization.
         source: Provenance of converted checkpoints (for example the Frames2LoRA file and its SHA-256).
 
     Example:
@@ -184,7 +185,16 @@ class Video2LoraConfig(PreTrainedConfig):
 
     @classmethod
     def field_help(cls) -> dict[str, str]:
-        """`{field: help}` for every configurable field."""
+        """The `help` text of every configurable field.
+
+        Returns:
+            `{field: help}`, in declaration order.
+
+        Example:
+            ```python
+            Video2LoraConfig.field_help()["lora_rank"]  # 'Generated LoRA rank r per layer and module.'
+            ```
+        """
         fields = getattr(cls, "__dataclass_fields__", {})
         return {name: f.metadata["help"] for name, f in fields.items() if "help" in f.metadata}
 
@@ -202,6 +212,9 @@ class Video2LoraConfig(PreTrainedConfig):
         Returns:
             A `Video2LoraConfig` whose `num_hidden_layers`, `hidden_size` and `module_shapes` match the base.
 
+        Raises:
+            HubUnavailableError: `base_model` is a Hub id that is not cached while the Hub cannot be reached.
+
         Example:
             ```python
             config = Video2LoraConfig.from_base_model("HuggingFaceTB/SmolVLM2-500M-Video-Instruct", lora_rank=8)
@@ -210,7 +223,14 @@ class Video2LoraConfig(PreTrainedConfig):
         name = None
         if isinstance(base_model, (str, os.PathLike)):
             name = str(base_model)
-            vlm_config = AutoConfig.from_pretrained(name)
+            try:
+                vlm_config = AutoConfig.from_pretrained(name)
+            except OSError as error:
+                from .hub import OFFLINE_MODEL_HINT, hub_unavailable_error, hub_unreachable
+
+                if os.path.isdir(name) or not hub_unreachable(error):
+                    raise
+                raise hub_unavailable_error(name, "config.json", error, hint=OFFLINE_MODEL_HINT) from error
         elif isinstance(base_model, PreTrainedConfig):
             vlm_config = base_model
         else:  # a loaded model

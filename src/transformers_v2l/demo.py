@@ -115,10 +115,17 @@ def run_demo(args: argparse.Namespace) -> int:
 
     Returns:
         The exit code, 0.
+
+    Example:
+        ```python
+        import argparse
+
+        run_demo(argparse.Namespace(seed=3, num_questions=2))  # what `v2l demo --seed 3 --num-questions 2` runs
+        ```
     """
     from transformers.utils import logging as hf_logging
 
-    from .toy_world import make_clip, write_video
+    from .toy_world import final_answer, make_clip, write_video
 
     hf_logging.disable_progress_bar()  # the demo prints a table; weight-loading bars would interleave
     seed = getattr(args, "seed", 0)
@@ -131,7 +138,7 @@ def run_demo(args: argparse.Namespace) -> int:
         write_video(clip.frames, path)
         adapter, internalize_seconds = _timed(hn.internalize, str(path))
         questions = _pick_questions(clip.qa, getattr(args, "num_questions", 3))
-        max_new = getattr(args, "max_new_tokens", 32)
+        max_new = getattr(args, "max_new_tokens", 48)
         print(f"Clip {clip.id} (seed {seed}): {len(clip.frames)} frames, {clip.frames.shape[2]}x{clip.frames.shape[1]} px, "
               f"saved as {path.name}" + (f" -> {path}" if getattr(args, "save_video", None) else ""))  # fmt: skip
         print(f"Ground-truth caption: {clip.caption}")
@@ -147,12 +154,14 @@ def run_demo(args: argparse.Namespace) -> int:
             base_answer = hn.answer_with_video(str(path), question, max_new_tokens=max_new)
             print(f"Q: {question}")
             print(f"   ground truth          : {item['answer']}")
-            print(
-                f"   base, video in context: {base_answer:<24} (time to first token {base_ttft * 1000:6.1f} ms)"
-            )
-            print(
-                f"   Video2LoRA, no video  : {v2l_answer:<24} (time to first token {v2l_ttft * 1000:6.1f} ms)\n"
-            )
+            for label, text, ttft in (
+                ("base, video in context", base_answer, base_ttft),
+                ("Video2LoRA, no video  ", v2l_answer, v2l_ttft),
+            ):
+                print(f"   {label}: {final_answer(text):<24} (time to first token {ttft * 1000:6.1f} ms)")
+                if final_answer(text) != text:  # the tiny model describes the clip before it answers
+                    print(f"      full answer: {text}")
+            print()
         caption_v2l = hn.answer(adapter, "Describe the video.", max_new_tokens=48)
         caption_base = hn.answer_with_video(str(path), "Describe the video.", max_new_tokens=48)
         print(f"Describe the video.\n   base      : {caption_base}\n   Video2LoRA: {caption_v2l}")
@@ -167,6 +176,16 @@ def add_demo_subparser(subparsers) -> argparse.ArgumentParser:
 
     Returns:
         The `demo` parser.
+
+    Example:
+        ```python
+        import argparse
+
+        parser = argparse.ArgumentParser(prog="v2l")
+        add_demo_subparser(parser.add_subparsers())
+        args = parser.parse_args(["demo", "--seed", "3"])
+        args.func(args)
+        ```
     """
     parser = subparsers.add_parser(
         "demo",
@@ -176,7 +195,7 @@ def add_demo_subparser(subparsers) -> argparse.ArgumentParser:
     )
     parser.add_argument("--seed", type=int, default=0, help="Seed of the generated test clip.")
     parser.add_argument("--num-questions", type=int, default=3)
-    parser.add_argument("--max-new-tokens", type=int, default=32)
+    parser.add_argument("--max-new-tokens", type=int, default=48)
     parser.add_argument("--model-dir", help="A tiny-world model folder (default: the one in the package).")
     parser.add_argument("--save-video", help="Also keep the generated clip at this path.")
     parser.add_argument(

@@ -58,26 +58,51 @@ __all__ = [
 
 @dataclass
 class Frames2LoraInfo:
-    """The architecture and provenance recorded in a Frames2LoRA checkpoint (SPEC section 1.3)."""
+    """The architecture and provenance recorded in a Frames2LoRA checkpoint (SPEC section 1.3).
 
-    base_model_name_or_path: str | None  # the base VLM the hypernetwork was trained for
-    lora_r: int  # generated rank r
-    lora_alpha: float  # the raw LoRA multiplier s (not divided by r)
-    target_modules: list[str]  # sorted target module names
-    lora_dropout: float  # LoRA dropout in training (not applied at inference)
-    latent_size: int  # Perceiver width D
-    n_latent_queries: int  # encoder latent queries Q
-    num_blocks: int  # encoder blocks
-    num_self_attn_per_block: int  # self-attention layers after each encoder cross-attention layer
-    num_pre_head_layers: int  # residual MLP blocks before the head
-    use_bias: bool  # r learned bias ranks are appended
-    num_layers: int  # text decoder layers L of the base model
-    hidden_size: int  # text hidden size H of the base model
-    feature_sizes: dict[str, list[int]]  # {module: [d_in, d_out]}
-    layer_indices: list[int]  # decoder layers that receive an adapter
-    flags: dict[str, Any] = field(default_factory=dict)  # the other switches, as "<config>.<field>"
-    peft_version: str | None = None  # the peft version that pickled the LoraConfig
-    extra_entries: list[str] = field(default_factory=list)  # unknown non-tensor top-level entries (ignored)
+    Example:
+        ```python
+        state_dict, info = read_frames2lora("checkpoint.pt")
+        info.base_model_name_or_path, info.lora_r, info.target_modules
+        ```
+    """
+
+    base_model_name_or_path: str | None
+    """The base VLM the hypernetwork was trained for."""
+    lora_r: int
+    """Generated rank `r`."""
+    lora_alpha: float
+    """The raw LoRA multiplier `s` (not divided by `r`)."""
+    target_modules: list[str]
+    """Sorted target module names."""
+    lora_dropout: float
+    """LoRA dropout in training (not applied at inference)."""
+    latent_size: int
+    """Perceiver width `D`."""
+    n_latent_queries: int
+    """Encoder latent queries `Q`."""
+    num_blocks: int
+    """Encoder blocks."""
+    num_self_attn_per_block: int
+    """Self-attention layers after each encoder cross-attention layer."""
+    num_pre_head_layers: int
+    """Residual MLP blocks before the head."""
+    use_bias: bool
+    """Whether `r` learned bias ranks are appended."""
+    num_layers: int
+    """Text decoder layers `L` of the base model."""
+    hidden_size: int
+    """Text hidden size `H` of the base model."""
+    feature_sizes: dict[str, list[int]]
+    """`{module: [d_in, d_out]}` of the target modules."""
+    layer_indices: list[int]
+    """Decoder layers that receive an adapter."""
+    flags: dict[str, Any] = field(default_factory=dict)
+    """The other switches, as `"<config>.<field>"`."""
+    peft_version: str | None = None
+    """The peft version that pickled the LoraConfig."""
+    extra_entries: list[str] = field(default_factory=list)
+    """Unknown non-tensor top-level entries (ignored)."""
 
 
 def _fields(obj: Any, what: str) -> dict[str, Any]:
@@ -342,7 +367,20 @@ _PRE_HEAD_RENAMES = {
 
 
 def frames2lora_key(name: str) -> str:
-    """The authors' state-dict key of one `Video2LoraHypernetwork` parameter name."""
+    """The authors' state-dict key of one `Video2LoraHypernetwork` parameter name.
+
+    Args:
+        name: a parameter name of `Video2LoraHypernetwork.state_dict()`.
+
+    Returns:
+        The key of the same tensor in a Frames2LoRA checkpoint (shapes may differ; see the converter).
+
+    Example:
+        ```python
+        frames2lora_key("encoder.latents")  # 'aggregator.perceiver.encoder.latents_q'
+        frames2lora_key("head")  # 'head.weight'
+        ```
+    """
     if name.startswith("input_projection."):
         return "aggregator.perceiver.modality_projection." + name.removeprefix("input_projection.")
     if match := re.fullmatch(r"(encoder|decoder)\.latents", name):

@@ -39,6 +39,13 @@ class PickledConfig:
 
     Its fields are in `vars(obj)` or `obj.to_dict()`, and `obj.pickled_name` is the class name the
     file recorded (for example `ctx_to_lora.modeling.hypernet.HypernetConfig`).
+
+    Example:
+        ```python
+        checkpoint = load_frames2lora_pickle("checkpoint.pt")
+        config = checkpoint["hypernet_config"]  # a PickledConfig
+        config.pickled_name, config.to_dict()["latent_size"]
+        ```
     """
 
     pickled_name = ""
@@ -51,6 +58,16 @@ class PickledConfig:
         self.__dict__.update(state)
 
     def to_dict(self) -> dict[str, Any]:
+        """The pickled fields.
+
+        Returns:
+            A copy of the fields, `{name: value}`.
+
+        Example:
+            ```python
+            checkpoint["hypernet_config"].to_dict()
+            ```
+        """
         return dict(self.__dict__)
 
     def __repr__(self) -> str:

@@ -98,6 +98,124 @@ def atomic_folder(path: str | os.PathLike) -> Iterator[Path]:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+# ---- Hub errors ------------------------------------------------------------------------------------
+_NETWORK_ERRORS = (
+    "ConnectError",
+    "ConnectTimeout",
+    "ReadTimeout",
+    "TimeoutException",
+    "NetworkError",
+    "ProxyError",
+)
+
+#: Appended to errors about hypernetworks and base models: what works without the Hub.
+OFFLINE_MODEL_HINT = (
+    " Without the Hub, the embedded tiny-world model works offline: "
+    "`transformers_v2l.demo.load_default_hypernetwork()`, which `v2l demo`, `v2l internalize` and `v2l ask` use "
+    "when no --hypernetwork is given."
+)
+
+
+def _causes(error: BaseException | None) -> Iterator[BaseException]:
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        yield error
+        error = error.__cause__ or error.__context__
+
+
+def _network_error(error: BaseException | None) -> BaseException | None:
+    """The connection or timeout error behind `error`, if any."""
+    return next((e for e in _causes(error) if type(e).__name__ in _NETWORK_ERRORS), None)
+
+
+def hub_unreachable(error: BaseException) -> bool:
+    """Whether `error` (or an error it was raised from) means files were neither cached nor downloadable:
+    offline mode, `local_files_only`, or a network failure. Not for errors the Hub itself answered."""
+    from huggingface_hub.errors import LocalEntryNotFoundError, OfflineModeIsEnabled
+
+    unavailable = (LocalEntryNotFoundError, OfflineModeIsEnabled, HubUnavailableError)
+    return any(isinstance(e, unavailable) for e in _causes(error)) or _network_error(error) is not None
+
+
+def hub_unavailable_error(
+    name_or_path: str | os.PathLike,
+    filename: str,
+    error: BaseException | None = None,
+    *,
+    local_files_only: bool = False,
+    hint: str = "",
+) -> HubUnavailableError:
+    """A `HubUnavailableError` that says why the Hub was not used and how to do without it.
+
+    Args:
+        name_or_path: what the user asked for (a Hub repo id that is not a local folder).
+        filename: the file that could not be found, for the message.
+        error: the error of `huggingface_hub` or `transformers`, for the cause of a network failure.
+        local_files_only: whether the caller asked for the cache only.
+        hint: a sentence appended to the message (for example `OFFLINE_MODEL_HINT`).
+
+    Returns:
+        The error, to raise `from error`.
+
+    Example:
+        ```python
+        try:
+            path = hf_hub_download("me/clip-adapter", "adapter_config.json")
+        except LocalEntryNotFoundError as error:
+            raise hub_unavailable_error("me/clip-adapter", "adapter_config.json", error) from error
+        ```
+    """
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        reason, retry = (
+            "HF_HUB_OFFLINE is set, so the Hub was not contacted",
+            "or unset HF_HUB_OFFLINE to download it",
+        )
+    elif local_files_only:
+        reason, retry = "local_files_only=True, so the Hub was not contacted", "or drop local_files_only=True"
+    else:
+        network = _network_error(error)
+        cause = f" ({type(network).__name__}: {network})" if network is not None else ""
+        reason = f"the Hugging Face Hub at {constants.ENDPOINT} could not be reached{cause}"
+        retry = "or check your network connection (and HF_ENDPOINT or proxy settings) and try again"
+    return HubUnavailableError(
+        f"Cannot load {str(name_or_path)!r}: it is not a local folder, {reason}, and {filename} is not in the "
+        f"cache. Pass the path of a local folder instead (for example one written by `save_pretrained`), "
+        f"{retry}.{hint}"
+    )
+
+
+def _push_advice(error: BaseException, token: str | bool | None) -> str:
+    """What to do after a failed push, from the HTTP status or the kind of failure."""
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return " Unset HF_HUB_OFFLINE to push."
+    status = getattr(getattr(error, "response", None), "status_code", None)
+    if status == 401 or (status == 403 and not _has_token(token)):
+        return " Log in with `hf auth login`, set HF_TOKEN, or pass token= (a token with write access)."
+    if status == 403:
+        return " The token cannot write there: use a token with write access to that namespace."
+    if _network_error(error) is not None:
+        return (
+            f" The Hub at {constants.ENDPOINT} could not be reached: check your network connection (and "
+            "HF_ENDPOINT or proxy settings), or keep the adapter local with `save_pretrained` and push it later."
+        )
+    return ""
+
+
+def _has_token(token: str | bool | None) -> bool:
+    if token is False:
+        return False
+    if isinstance(token, str):
+        return True
+    from huggingface_hub import get_token
+
+    return get_token() is not None
+
+
 # ---- Hub transfers ---------------------------------------------------------------------------------
 def _hub_error_reason(error: BaseException) -> str:
     response = getattr(error, "response", None)
@@ -177,7 +295,8 @@ def push_folder_to_hub(
         else:
             reason = _hub_error_reason(error)
         raise HubPushError(
-            f"Pushing to the Hub repository {repo_id!r} at {api.endpoint} failed: could not {step} ({reason}). {local}"
+            f"Pushing to the Hub repository {repo_id!r} at {api.endpoint} failed: could not {step} ({reason}). "
+            f"{local}{_push_advice(error, token)}"
         ) from error
 
 
@@ -224,13 +343,22 @@ def resolve_repo_files(
         for name in [*filenames, *optional]:
             path = folder / name
             if not path.is_file() and name not in optional:
-                raise FileNotFoundError(f"{folder} has no {name}; expected {', '.join(filenames)}.")
+                raise FileNotFoundError(
+                    f"{folder} has no {name}; expected {', '.join(filenames)}, as `save_pretrained` writes them."
+                )
             found[name] = path if path.is_file() else None
         return found
 
     if local.exists() or str(name_or_path).startswith(("/", "./", "../", "~", "\\")):
-        raise FileNotFoundError(f"{name_or_path} is not a folder (and not a Hub repo id).")
-    from huggingface_hub import constants, hf_hub_download
+        if local.exists():
+            raise FileNotFoundError(
+                f"{name_or_path} is not a folder but a file: pass the folder that holds {', '.join(filenames)}."
+            )
+        raise FileNotFoundError(
+            f"{name_or_path} is not a folder (nothing at {local.expanduser().absolute()}) and not a Hub repo id "
+            "(`namespace/name`): check the path."
+        )
+    from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import LocalEntryNotFoundError, OfflineModeIsEnabled, RemoteEntryNotFoundError
 
     found = {}
@@ -252,10 +380,8 @@ def resolve_repo_files(
                 continue
             if isinstance(error, RemoteEntryNotFoundError):
                 raise
-            why = "HF_HUB_OFFLINE is set" if constants.HF_HUB_OFFLINE else f"{type(error).__name__}: {error}"
-            raise HubUnavailableError(
-                f"{name_or_path!r} is not a local folder, and {name} could not be fetched from the Hub at "
-                f"{constants.ENDPOINT} and is not in the cache ({why})."
+            raise hub_unavailable_error(
+                name_or_path, name, error, local_files_only=local_files_only
             ) from error
     return found
 

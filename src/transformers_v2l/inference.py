@@ -17,7 +17,8 @@ from tqdm.auto import tqdm
 
 from .adapter_ops import merged_adapter
 from .backbones import Video2LoraBackbone, get_backbone
-from .errors import AdapterMismatchError, CheckpointMismatchError
+from .errors import AdapterMismatchError, CheckpointMismatchError, HubUnavailableError
+from .hub import OFFLINE_MODEL_HINT, hub_unavailable_error, hub_unreachable
 from .injection import inject_lora
 from .lora import GeneratedLora, stack_adapters
 from .video_io import is_single_video
@@ -28,7 +29,17 @@ __all__ = ["Video2LoraInferenceMixin"]
 
 
 class Video2LoraInferenceMixin:
-    """Internalization and answering on top of the hypernetwork's `forward`."""
+    """Internalization and answering on top of the hypernetwork's `forward`.
+
+    `Video2LoraHypernetwork` inherits these methods; the mixin is not used on its own.
+
+    Example:
+        ```python
+        hn = Video2LoraHypernetwork.from_pretrained("my-hypernet")
+        adapter = hn.internalize("clip.mp4")
+        hn.answer(adapter, "What happens in the video?")
+        ```
+    """
 
     # ---- runtime state ------------------------------------------------------------------
     def _init_runtime(self, base_model=None, processor=None, base_model_kwargs: dict | None = None) -> None:
@@ -71,11 +82,24 @@ class Video2LoraInferenceMixin:
                 raise ValueError("No base model: pass base_model= or set config.base_model_name_or_path.")
             kwargs = {"dtype": "auto", **self._base_model_kwargs}
             logger.info("Loading the frozen base model %s", name)
-            self.attach_base_model(AutoModelForImageTextToText.from_pretrained(name, **kwargs))
+            try:
+                vlm = AutoModelForImageTextToText.from_pretrained(name, **kwargs)
+            except OSError as error:
+                if os.path.isdir(name) or not hub_unreachable(error):
+                    raise
+                raise hub_unavailable_error(
+                    name,
+                    "the base model",
+                    error,
+                    local_files_only=bool(kwargs.get("local_files_only")),
+                    hint=OFFLINE_MODEL_HINT,
+                ) from error
+            self.attach_base_model(vlm)
         return self._vlm
 
     @property
     def backbone(self) -> Video2LoraBackbone:
+        """The `Video2LoraBackbone` wrapper of the base VLM (loads the VLM on first use)."""
         self.vlm  # noqa: B018 (loads the base model if needed)
         return self._backbone
 
@@ -114,6 +138,9 @@ class Video2LoraInferenceMixin:
         Returns:
             The `Video2LoraHypernetwork`.
 
+        Raises:
+            HubUnavailableError: a Hub repo id that is not cached while the Hub cannot be reached.
+
         Example:
             ```python
             hn = Video2LoraHypernetwork.from_pretrained("my-hypernet", base_model=vlm)
@@ -121,12 +148,27 @@ class Video2LoraInferenceMixin:
         """
         from .hub import resolve_commit_hash
 
-        model = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
-        model._init_runtime(base_model, processor, base_model_kwargs)
         hub = {key: kwargs.get(key) for key in ("revision", "token", "cache_dir")}
-        revision = resolve_commit_hash(
-            pretrained_model_name_or_path, **hub, local_files_only=kwargs.get("local_files_only", False)
-        )
+        local_files_only = bool(kwargs.get("local_files_only", False))
+        try:  # before loading: an unreachable Hub gets our error, not transformers' generic OSError
+            revision = resolve_commit_hash(
+                pretrained_model_name_or_path, **hub, local_files_only=local_files_only
+            )
+        except HubUnavailableError as error:
+            raise HubUnavailableError(f"{error}{OFFLINE_MODEL_HINT}") from error
+        try:
+            model = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        except OSError as error:
+            if os.path.isdir(pretrained_model_name_or_path) or not hub_unreachable(error):
+                raise
+            raise hub_unavailable_error(
+                pretrained_model_name_or_path,
+                "model.safetensors",
+                error,
+                local_files_only=local_files_only,
+                hint=OFFLINE_MODEL_HINT,
+            ) from error
+        model._init_runtime(base_model, processor, base_model_kwargs)
         object.__setattr__(model, "_hub_revision", revision)
         return model
 
@@ -196,6 +238,8 @@ class Video2LoraInferenceMixin:
             longest_edge: frame resize target in pixels; defaults to `config.longest_edge`.
             chunk_frames: internalize long videos chunk by chunk (this many frames each, streaming) and
                 compose the chunk adapters in rank space (paper section 5.6); memory stays bounded.
+                `batch_size` then counts chunks per encoder pass; see `long_video.internalize_chunked`
+                for the other options.
             show_progress: show a progress bar; by default only for more than one batch.
 
         Returns:
@@ -214,10 +258,16 @@ class Video2LoraInferenceMixin:
         if chunk_frames is not None:
             from .long_video import internalize_chunked
 
+            if num_frames is not None and num_frames != chunk_frames:
+                raise ValueError(
+                    f"internalize() got num_frames={num_frames} and chunk_frames={chunk_frames}: with chunks, "
+                    "chunk_frames is the number of frames per chunk; drop num_frames."
+                )
             options = {
                 "instruction": instruction,
                 "longest_edge": longest_edge,
                 "show_progress": show_progress,
+                "batch_size": batch_size,  # chunks per encoder pass
             }
             adapters = [
                 internalize_chunked(self, item, chunk_frames=chunk_frames, **options) for item in items

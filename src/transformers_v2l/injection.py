@@ -52,6 +52,12 @@ def inject_lora(
         lora_B: `{module: [B, L, R, d_out]}`.
         scaling: the multiplier `s`, a float or one value per row (`[B]`).
 
+    Returns:
+        A context manager; the hooks are active inside the `with` block and removed when it exits.
+
+    Raises:
+        AdapterMismatchError: the tensors do not fit the backbone's layers and module shapes.
+
     Example:
         ```python
         with inject_lora(backbone, out.lora_A, out.lora_B, hn.config.scaling):

@@ -26,7 +26,7 @@ from .lora import GeneratedLora
 if TYPE_CHECKING:
     from .modeling_video2lora import Video2LoraHypernetwork
 
-__all__ = ["REDUCTIONS", "internalize_chunked", "iter_chunk_adapters", "plan_chunks"]
+__all__ = ["REDUCTIONS", "compose_chunks", "internalize_chunked", "iter_chunk_adapters", "plan_chunks"]
 
 REDUCTIONS = ("sum", "mean")
 
@@ -229,6 +229,12 @@ def compose_chunks(
 
     Returns:
         The composed adapter, with compact metadata (`chunks`: one provenance dict per chunk).
+
+    Example:
+        ```python
+        film = compose_chunks(list(iter_chunk_adapters(hn, "film.mp4", chunks=4)), reduction="mean")
+        film.metadata["composition"]["num_chunks"]  # 4
+        ```
     """
     if reduction not in REDUCTIONS:
         raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}.")

@@ -98,18 +98,22 @@ class GeneratedLora:
     # ---- shape and size ---------------------------------------------------------------------------
     @property
     def target_modules(self) -> list[str]:
+        """Sorted names of the target modules, for example `["down_proj"]`."""
         return sorted(self.lora_A)
 
     @property
     def num_layers(self) -> int:
+        """Number of text decoder layers `L` the adapter covers."""
         return next(iter(self.lora_A.values())).shape[0]
 
     @property
     def rank(self) -> int:
+        """Rank `R` of every layer and module (generated plus bias ranks)."""
         return next(iter(self.lora_A.values())).shape[1]
 
     @property
     def module_shapes(self) -> dict[str, tuple[int, int]]:
+        """`{module: (d_in, d_out)}` of every target module."""
         return {m: (self.lora_A[m].shape[-1], self.lora_B[m].shape[-1]) for m in self.target_modules}
 
     @property
@@ -120,10 +124,12 @@ class GeneratedLora:
 
     @property
     def dtype(self) -> torch.dtype:
+        """The dtype of the adapter tensors."""
         return next(iter(self.lora_A.values())).dtype
 
     @property
     def device(self) -> torch.device:
+        """The device of the adapter tensors."""
         return next(iter(self.lora_A.values())).device
 
     def _replace(self, lora_A=None, lora_B=None, scaling=None, metadata=None) -> GeneratedLora:
@@ -139,6 +145,13 @@ class GeneratedLora:
     def to(self, dtype: torch.dtype | None = None, device: torch.device | str | None = None) -> GeneratedLora:
         """A copy with tensors cast to `dtype` and/or moved to `device`.
 
+        Args:
+            dtype: the new dtype; `None` keeps the current one.
+            device: the new device; `None` keeps the current one.
+
+        Returns:
+            A new `GeneratedLora` (the metadata is copied).
+
         Example:
             ```python
             small = adapter.to(torch.bfloat16)  # half the bytes
@@ -150,7 +163,19 @@ class GeneratedLora:
         )
 
     def delta_weight(self, module: str) -> torch.Tensor:
-        """The dense update `s * B[l]^T A[l]` of every layer, `[L, d_out, d_in]`, in float32 or wider."""
+        """The dense update `s * B[l]^T A[l]` of every layer, in float32 or wider.
+
+        Args:
+            module: a target module name, for example `"down_proj"`.
+
+        Returns:
+            A `[L, d_out, d_in]` tensor, the change of each layer's `weight`.
+
+        Example:
+            ```python
+            delta = adapter.delta_weight("down_proj")  # [L, d_out, d_in]
+            ```
+        """
         dtype = torch.promote_types(self.dtype, torch.float32)
         a, b = self.lora_A[module].to(dtype), self.lora_B[module].to(dtype)
         return self.scaling * b.transpose(1, 2) @ a
@@ -169,6 +194,9 @@ class GeneratedLora:
 
     def to_peft_state_dict(self) -> dict[str, torch.Tensor]:
         """The PEFT state dict: `base_model.model.<module path>.lora_A.weight` `[R, d_in]` and `.lora_B.weight` `[d_out, R]`.
+
+        Returns:
+            `{PEFT key: tensor}`, with copies of the adapter's tensors.
 
         Example:
             ```python
@@ -211,6 +239,15 @@ class GeneratedLora:
 
         Raises:
             AdapterMismatchError: the adapter cannot be represented (names what and why).
+
+        Example:
+            ```python
+            from peft import get_peft_model_state_dict
+
+            adapter = GeneratedLora.from_peft_state_dict(
+                get_peft_model_state_dict(peft_model), peft_model.peft_config["default"]
+            )
+            ```
         """
         cfg = config if isinstance(config, dict) else config.to_dict()
         peft_type = str(getattr(cfg.get("peft_type"), "value", cfg.get("peft_type")))
@@ -273,7 +310,20 @@ class GeneratedLora:
 
     # ---- files and the Hub --------------------------------------------------------------------------
     def model_card(self, repo_id: str | None = None):
-        """The `huggingface_hub.ModelCard` written as README.md (see `cards.adapter_model_card`)."""
+        """The `huggingface_hub.ModelCard` written as README.md (see `cards.adapter_model_card`).
+
+        Args:
+            repo_id: the Hub repository the card will live in, for the usage snippet; `None` uses a
+                placeholder.
+
+        Returns:
+            A `huggingface_hub.ModelCard` with the `video2lora:` provenance block.
+
+        Example:
+            ```python
+            print(adapter.model_card("me/clip-adapter").content)
+            ```
+        """
         from .cards import adapter_model_card
 
         return adapter_model_card(
@@ -461,7 +511,16 @@ class GeneratedLora:
         return adapter_ops.compose(adapters)
 
     def rank_scores(self) -> dict[str, torch.Tensor]:
-        """The importance `||A_r|| * ||B_r||` of every rank slice (paper appendix C): `{module: [L, R]}` float32."""
+        """The importance `||A_r|| * ||B_r||` of every rank slice (paper appendix C).
+
+        Returns:
+            `{module: [L, R]}` float32 norm products.
+
+        Example:
+            ```python
+            adapter.rank_scores()["down_proj"].argmax(dim=1)  # the strongest rank of each layer
+            ```
+        """
         return adapter_ops.rank_scores(self)
 
     def keep_ranks(self, index: adapter_ops.RankIndex) -> GeneratedLora:
@@ -481,7 +540,19 @@ class GeneratedLora:
         return adapter_ops.keep_ranks(self, index)
 
     def drop_ranks(self, index: adapter_ops.RankIndex) -> GeneratedLora:
-        """The adapter without some rank slices (the complement of `keep_ranks`, order kept)."""
+        """The adapter without some rank slices (the complement of `keep_ranks`, order kept).
+
+        Args:
+            index: rank indices shared by every layer and module (`[k]`), or `{module: [k] or [L, k]}`.
+
+        Returns:
+            An adapter of rank `R - k`.
+
+        Example:
+            ```python
+            adapter.drop_ranks([0, 1])
+            ```
+        """
         return adapter_ops.drop_ranks(self, index)
 
     def prune(self, k: int, *, strategy: str = "top", seed: int | None = None) -> GeneratedLora:
@@ -547,7 +618,20 @@ class GeneratedLora:
 
     @staticmethod
     def unmerge(model: torch.nn.Module) -> None:
-        """Restore the weights that `merge_into` changed in `model`, bit-exactly."""
+        """Restore the weights that `merge_into` changed in `model`, bit-exactly.
+
+        Args:
+            model: a model that holds an adapter merged by `merge_into`.
+
+        Raises:
+            RuntimeError: no adapter is merged into `model`.
+
+        Example:
+            ```python
+            adapter.merge_into(vlm)
+            GeneratedLora.unmerge(vlm)
+            ```
+        """
         adapter_ops.unmerge(model)
 
 
@@ -569,9 +653,21 @@ def stack_adapters(
     Adapters of different ranks (for example composed ones) are zero-padded on the rank axis,
     which adds nothing to the update.
 
+    Args:
+        adapters: adapters for the same target modules and layers, one per batch row.
+
     Returns:
         `(lora_A, lora_B, scaling)` with `lora_A[m]` `[B, L, R_max, d_in]`, `lora_B[m]`
         `[B, L, R_max, d_out]` and `scaling` `[B]`.
+
+    Raises:
+        AdapterMismatchError: the adapters target different modules or layers.
+
+    Example:
+        ```python
+        with inject_lora(hn.backbone, *stack_adapters([adapter_a, adapter_b])):
+            logits = hn.vlm(input_ids=ids, attention_mask=mask).logits
+        ```
     """
     if not adapters:
         raise ValueError("stack_adapters needs at least one adapter.")

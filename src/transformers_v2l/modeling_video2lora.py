@@ -33,6 +33,12 @@ class Video2LoraOutput(ModelOutput):
         lora_A: `{module: [B, L, R, d_in]}`, generated ranks followed by the bias ranks.
         lora_B: `{module: [B, L, R, d_out]}`, rank-major (transposed relative to `nn.Linear.weight`).
         intermediates: with `output_intermediates=True`, the named activations of every stage.
+
+    Example:
+        ```python
+        out = hn(context_features=features, context_attention_mask=mask)
+        out.lora_A["down_proj"].shape  # [B, L, R, d_in]
+        ```
     """
 
     lora_A: dict[str, torch.Tensor] | None = None
@@ -182,6 +188,20 @@ class Video2LoraResidualMLP(nn.Module):
 
 
 class Video2LoraPreTrainedModel(PreTrainedModel):
+    """The `PreTrainedModel` base of `Video2LoraHypernetwork`: config class and weight initialization.
+
+    Args:
+        config: a `Video2LoraConfig`.
+
+    Example:
+        ```python
+        from transformers import AutoModel
+
+        hn = AutoModel.from_pretrained("my-hypernet")  # a Video2LoraHypernetwork (registered by the library)
+        isinstance(hn, Video2LoraPreTrainedModel)  # True
+        ```
+    """
+
     config_class = Video2LoraConfig
     base_model_prefix = "video2lora"
     main_input_name = "context_features"

@@ -31,6 +31,7 @@ from transformers.processing_utils import ProcessorMixin
 
 from .configuration_video2lora import DEFAULT_INSTRUCTION
 from .errors import HubUnavailableError
+from .hub import hub_unavailable_error, hub_unreachable
 from .video_io import VideoMetadata, is_single_video, load_video
 
 __all__ = ["SMOLVLM_VIDEO_CHAT_TEMPLATE", "Video2LoraProcessor", "resize_output_size"]
@@ -261,6 +262,9 @@ class Video2LoraProcessor(ProcessorMixin):
         except OSError as error:
             if os.path.isdir(path):
                 raise
+            if hub_unreachable(error):
+                local = bool(hub.get("local_files_only"))
+                raise hub_unavailable_error(path, "its tokenizer", error, local_files_only=local) from error
             raise HubUnavailableError(f"Cannot load the processor of {path!r}: {error}") from error
         settings = cls._settings_from_files(path, hub)
         settings.setdefault("chat_template", _read_chat_template(path, hub))
@@ -291,6 +295,7 @@ class Video2LoraProcessor(ProcessorMixin):
 
     @property
     def model_input_names(self) -> list[str]:
+        """The tensors the processor returns for the VLM: ids, mask, pixels and pixel mask."""
         return ["input_ids", "attention_mask", "pixel_values", "pixel_attention_mask"]
 
     @property
@@ -309,6 +314,12 @@ class Video2LoraProcessor(ProcessorMixin):
 
         Returns:
             The text that replaces the `<video>` token.
+
+        Example:
+            ```python
+            frames, meta = load_video("clip.mp4", num_frames=processor.num_frames)
+            print(processor.video_prompt(meta, len(frames)))  # "You are provided the following series of ..."
+            ```
         """
         from num2words import num2words
 
@@ -334,6 +345,12 @@ class Video2LoraProcessor(ProcessorMixin):
 
         Returns:
             The prompt string, exactly what `SmolVLMProcessor` tokenizes.
+
+        Example:
+            ```python
+            frames, meta = load_video("clip.mp4", num_frames=processor.num_frames)
+            text = processor.video_chat_text(meta, len(frames), "Describe the video.", add_generation_prompt=True)
+            ```
         """
         content = [{"type": "video"}, {"type": "text", "text": text}]
         rendered = self._render(content, add_generation_prompt, SMOLVLM_VIDEO_CHAT_TEMPLATE)
@@ -370,6 +387,12 @@ class Video2LoraProcessor(ProcessorMixin):
 
         Returns:
             `[T, 3, E, E]` float32 pixel values, `E = max_image_size`.
+
+        Example:
+            ```python
+            frames, _ = load_video("clip.mp4")
+            pixel_values = processor.preprocess_frames(frames)  # [T, 3, E, E]
+            ```
         """
         height, width = frames.shape[1:3]
         size = resize_output_size(height, width, longest_edge or self.longest_edge)

@@ -75,7 +75,21 @@ REAL_SHAPES = {
 
 
 def build_tiny_tokenizer(corpus: Iterable[str] | None = None, vocab_size: int = 400):
-    """Train a byte-level BPE tokenizer with SmolVLM's special tokens and chat template."""
+    """Train a byte-level BPE tokenizer with SmolVLM's special tokens and chat template.
+
+    Args:
+        corpus: training sentences; defaults to a few lines that cover the library's prompts.
+        vocab_size: the BPE vocabulary size, special tokens included.
+
+    Returns:
+        A `PreTrainedTokenizerFast` with SmolVLM's special tokens and `chat_template`.
+
+    Example:
+        ```python
+        tokenizer = build_tiny_tokenizer(vocab_size=300)
+        tokenizer.convert_tokens_to_ids("<video>")
+        ```
+    """
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -134,8 +148,26 @@ def build_tiny_smolvlm(
 ):
     """A tiny `SmolVLMForConditionalGeneration` and its tokenizer, built offline in well under a second.
 
+    Args:
+        seed: the seed of the random weights.
+        corpus: sentences to train the tokenizer on (see `build_tiny_tokenizer`).
+        vocab_size: the tokenizer's vocabulary size.
+        hidden_size: text hidden size `H`.
+        num_layers: text decoder layers `L`.
+        intermediate_size: the decoder MLP width (`down_proj` has `d_in = intermediate_size`).
+        image_size: vision tower input size in pixels.
+        patch_size: vision tower patch size in pixels.
+        scale_factor: pixel-shuffle factor of the connector.
+        dtype: the weights' dtype.
+
     Returns:
         `(model, tokenizer)`; image tokens per frame are `(image_size // patch_size) ** 2 // scale_factor ** 2`.
+
+    Example:
+        ```python
+        model, tokenizer = build_tiny_smolvlm(seed=0, num_layers=2)
+        path = save_tiny_smolvlm(model, tokenizer, "tiny-smolvlm")
+        ```
     """
     from transformers import SmolVLMForConditionalGeneration
 
@@ -165,7 +197,23 @@ def build_tiny_smolvlm(
 
 
 def save_tiny_smolvlm(model, tokenizer, path: str | os.PathLike, *, longest_edge: int | None = None) -> Path:
-    """Save a tiny model with its tokenizer and SmolVLM preprocessing configs, the way Hub repos ship them."""
+    """Save a tiny model with its tokenizer and SmolVLM preprocessing configs, the way Hub repos ship them.
+
+    Args:
+        model: a model from `build_tiny_smolvlm`.
+        tokenizer: its tokenizer.
+        path: the output folder.
+        longest_edge: the processor's resize target in pixels; defaults to the vision tower's image size.
+
+    Returns:
+        `path`, which `from_pretrained` (model, tokenizer and processor) can load.
+
+    Example:
+        ```python
+        path = save_tiny_smolvlm(*build_tiny_smolvlm(), "tiny-smolvlm")
+        config = Video2LoraConfig.from_base_model(path, lora_rank=4, latent_size=32)
+        ```
+    """
     import json
 
     path = Path(path)
@@ -197,6 +245,19 @@ def build_random_smolvlm(preset: str = "500m", *, dtype: torch.dtype = torch.bfl
     """A `SmolVLMForConditionalGeneration` with the real SmolVLM2 shapes and random weights, built in `dtype`.
 
     The weights are created directly in `dtype` (no fp32 copy), so peak memory stays at the model size.
+
+    Args:
+        preset: a key of `REAL_SHAPES`: `"256m"` or `"500m"`.
+        dtype: the weights' dtype.
+        seed: the seed of the random weights.
+
+    Returns:
+        The model in eval mode (no tokenizer: feed it token ids directly).
+
+    Example:
+        ```python
+        vlm = build_random_smolvlm("256m", dtype=torch.bfloat16)
+        ```
     """
     from transformers import SmolVLMForConditionalGeneration
 

@@ -89,6 +89,12 @@ class VideoMetadata:
         frame_indices: Sampled frames, relative to the clip start (decode order).
         codec: FFmpeg codec name, `None` for arrays.
         start_frame: Index in the file of the clip's first frame.
+
+    Example:
+        ```python
+        frames, meta = load_video("clip.mp4")
+        meta.fps, meta.frame_indices, meta.timestamps
+        ```
     """
 
     source: str
@@ -113,7 +119,16 @@ class VideoMetadata:
         return self.start_frame / self.fps
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-serializable dictionary, with `timestamps` and `start_time` included."""
+        """A JSON-serializable dictionary, with `timestamps` and `start_time` included.
+
+        Returns:
+            The fields plus `timestamps` and `start_time`.
+
+        Example:
+            ```python
+            json.dumps(meta.to_dict())
+            ```
+        """
         return {**asdict(self), "timestamps": self.timestamps, "start_time": self.start_time}
 
 
@@ -165,9 +180,15 @@ class _FileSource:
         if isinstance(source, (str, os.PathLike)):
             self.name = os.fspath(source)
             if not os.path.exists(self.name):
-                raise VideoDecodeError(f"Cannot read video {self.name!r}: the file does not exist.")
+                raise VideoDecodeError(
+                    f"Cannot read video {self.name!r}: the file does not exist (looked for "
+                    f"{os.path.abspath(self.name)}). Check the path and the current directory."
+                )
             if os.path.isdir(self.name):
-                raise VideoDecodeError(f"Cannot read video {self.name!r}: it is a directory, not a file.")
+                raise VideoDecodeError(
+                    f"Cannot read video {self.name!r}: it is a directory, not a file. Pass the video files "
+                    "inside it, one path each."
+                )
             self.path = self.name
         elif isinstance(source, (bytes, bytearray, memoryview)):
             self.name, self.path, self.fileobj = "<bytes>", None, io.BytesIO(bytes(source))
@@ -212,15 +233,30 @@ class _FileSource:
     def _describe_open_error(self, error: Exception) -> str:
         head = self.head()
         if not head:
-            return f"Cannot read video {self.name!r}: the file is empty."
+            return (
+                f"Cannot read video {self.name!r}: the file is empty (0 bytes), probably an interrupted "
+                "download or copy. Download or export it again."
+            )
         kind = next((name for off, magic, name in _SIGNATURES if head[off : off + len(magic)] == magic), None)
         reason = getattr(error, "strerror", None) or str(error)
         if kind is not None:
             return (
                 f"Cannot read video {self.name!r}: it looks like a {kind} file but FFmpeg cannot parse it "
-                f"({reason}); it is probably truncated or damaged."
+                f"({reason}); it is probably truncated or damaged. Download or export it again."
             )
-        return f"Cannot read video {self.name!r}: it is not a video file FFmpeg can read ({reason})."
+        looks = ", and its first bytes are text" if _looks_like_text(head) else ""
+        return (
+            f"Cannot read video {self.name!r}: it is not a video file FFmpeg can read ({reason}){looks}. "
+            "Pass a video container such as MP4, MOV, WebM, MKV, AVI or GIF."
+        )
+
+
+def _looks_like_text(head: bytes) -> bool:
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return all(c.isprintable() or c in "\t\r\n" for c in text)
 
 
 def _seekable(fileobj) -> bool:
@@ -500,8 +536,21 @@ def _iter_clips(source, spans, num_frames, target_fps, skip_secs, video_fps, max
 
 
 def is_single_video(videos: Any) -> bool:
-    """Whether `videos` is one video (a path, bytes, a file object, a `[T, H, W, 3]` array, a list of
-    PIL images or a `(frames, VideoMetadata)` pair) rather than a list of videos."""
+    """Whether `videos` is one video rather than a list of videos.
+
+    Args:
+        videos: what a user passed as `videos`: a path, bytes, a file object, a `[T, H, W, 3]`
+            array or tensor, a list of PIL images, a `(frames, VideoMetadata)` pair, or a list of these.
+
+    Returns:
+        `True` for one video, `False` for a list of videos.
+
+    Example:
+        ```python
+        is_single_video("clip.mp4")  # True
+        is_single_video(["a.mp4", "b.mp4"])  # False
+        ```
+    """
     if isinstance(videos, (str, os.PathLike, bytes, bytearray)) or hasattr(videos, "read"):
         return True
     if isinstance(videos, np.ndarray) or type(videos).__name__ == "Tensor":  # numpy or torch, no torch import

@@ -68,7 +68,24 @@ def amortized_ttft(
 
 
 def plot_amortized(results: dict[str, Any], path: str | Path) -> Path:
-    """Amortized TTFT against the number of questions, one line per method."""
+    """Amortized TTFT against the number of questions, one line per method.
+
+    Args:
+        results: the dictionary `run_amortized` returns (and writes as JSON).
+        path: the `.png` file to write.
+
+    Returns:
+        The path written.
+
+    Example:
+        ```python
+        import json
+        from pathlib import Path
+
+        results = json.loads(Path("benchmarks/results/amortized_500m.json").read_text())
+        plot_amortized(results, "amortized.png")
+        ```
+    """
     fig, axes = new_figure(1, width=5.5)
     ax = axes[0]
     curve = results["amortized"]

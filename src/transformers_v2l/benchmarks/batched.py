@@ -56,6 +56,11 @@ def make_adapters(setup: BenchSetup, count: int, *, context_tokens: int = 64, se
 
     Returns:
         A list of `GeneratedLora`.
+
+    Example:
+        ```python
+        adapters = make_adapters(build_setup("256m"), 8)  # one adapter per batch row
+        ```
     """
     hn = setup.hypernet
     config = hn.config
@@ -166,7 +171,24 @@ def measure_batched(
 
 
 def plot_batched(results: dict[str, Any], path: str | Path) -> Path:
-    """Bar chart of generated tokens per second per condition."""
+    """Bar chart of generated tokens per second per condition.
+
+    Args:
+        results: the dictionary `run_batched` returns (and writes as JSON).
+        path: the `.png` file to write.
+
+    Returns:
+        The path written.
+
+    Example:
+        ```python
+        import json
+        from pathlib import Path
+
+        results = json.loads(Path("benchmarks/results/batched_500m.json").read_text())
+        plot_batched(results, "batched.png")
+        ```
+    """
     fig, axes = new_figure(1, width=6.0)
     ax = axes[0]
     throughput = results["throughput_tokens_per_s"]

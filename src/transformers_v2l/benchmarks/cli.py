@@ -29,6 +29,13 @@ def add_bench_subparser(subparsers) -> argparse.ArgumentParser:
 
     Returns:
         The `bench` parser.
+
+    Example:
+        ```python
+        parser = argparse.ArgumentParser(prog="v2l")
+        add_bench_subparser(parser.add_subparsers())
+        args = parser.parse_args(["bench", "ttft", "--preset", "256m"])
+        ```
     """
     parser = subparsers.add_parser(
         "bench",
@@ -75,11 +82,25 @@ def run_bench(args: argparse.Namespace) -> int:
 
     Returns:
         The exit code (0).
+
+    Raises:
+        MissingDependencyError: the `benchmarks` extra is not installed (checked before any work).
+
+    Example:
+        ```python
+        from transformers_v2l.cli import build_parser
+
+        run_bench(build_parser().parse_args(["bench", "ttft", "--preset", "256m", "--repeats", "5"]))
+        ```
     """
+    from ..errors import require
     from . import amortized, batched, long_video, sweep, token_load, ttft
     from .common import build_setup
 
     name, out_dir, verbose = args.benchmark, Path(args.out_dir), not args.quiet
+    require("matplotlib", "benchmarks", f"v2l bench {name}")  # before any work: every benchmark plots
+    if name in ("tokens", "sweep", "long-video", "all"):
+        require("psutil", "benchmarks", f"v2l bench {name}")  # peak memory of the subprocesses
     frames = args.frames or None
     timing = {"repeats": args.repeats, "warmup": args.warmup, "out_dir": out_dir, "verbose": verbose}
     summary = {}

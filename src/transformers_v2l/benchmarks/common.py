@@ -32,6 +32,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..errors import require
+
 __all__ = [
     "BENCH_QUESTION",
     "BenchSetup",
@@ -70,14 +72,33 @@ _BENCH_CORPUS = [
 
 # ---- environment ---------------------------------------------------------------------------------
 def set_threads(num_threads: int | None = None) -> None:
-    """Use `num_threads` intra-op threads (default `$V2L_BENCH_THREADS`, else 2), one inter-op thread if still possible."""
+    """Use `num_threads` intra-op threads (default `$V2L_BENCH_THREADS`, else 2), one inter-op thread if still possible.
+
+    Args:
+        num_threads: intra-op threads; `None` reads `$V2L_BENCH_THREADS` (default 2).
+
+    Example:
+        ```python
+        set_threads(1)  # before building the models
+        ```
+    """
     torch.set_num_threads(num_threads or int(os.environ.get("V2L_BENCH_THREADS", "2")))
     with contextlib.suppress(RuntimeError):  # only settable before the first parallel op
         torch.set_num_interop_threads(1)
 
 
 def machine_info() -> dict[str, Any]:
-    """CPU, memory, library versions, threads and the current load average."""
+    """CPU, memory, library versions, threads and the current load average.
+
+    Returns:
+        A JSON-able dict: `cpu`, `cpu_flags`, `logical_cpus`, `torch_threads`, library versions,
+        `loadavg`, `time` and, with `psutil`, `memory_total_gib`.
+
+    Example:
+        ```python
+        write_json("results/machine.json", machine_info())
+        ```
+    """
     import transformers
 
     cpu = platform.processor() or platform.machine()
@@ -110,7 +131,19 @@ def machine_info() -> dict[str, Any]:
 
 # ---- timing --------------------------------------------------------------------------------------
 def summarize(samples: list[float]) -> dict[str, Any]:
-    """Median, min, max and the raw samples (seconds)."""
+    """Median, min, max and the raw samples (seconds).
+
+    Args:
+        samples: timings in seconds (at least one).
+
+    Returns:
+        `{"median", "min", "max", "n", "samples"}`.
+
+    Example:
+        ```python
+        summarize([0.12, 0.10, 0.11])["median"]  # 0.11
+        ```
+    """
     return {
         "median": statistics.median(samples),
         "min": min(samples),
@@ -121,7 +154,18 @@ def summarize(samples: list[float]) -> dict[str, Any]:
 
 
 class Sample(float):
-    """A self-timed sample: wall seconds (the float value) and the process CPU seconds of the same span."""
+    """A self-timed sample: wall seconds (the float value) and the process CPU seconds of the same span.
+
+    Args:
+        wall: wall-clock seconds.
+        cpu: process CPU seconds (all threads).
+
+    Example:
+        ```python
+        sample = Sample(0.25, 0.48)
+        float(sample), sample.cpu  # (0.25, 0.48)
+        ```
+    """
 
     cpu: float
 
@@ -132,7 +176,23 @@ class Sample(float):
 
 
 def timed(fn: Callable[[], Any]) -> Sample:
-    """Run `fn()` and return its wall and process CPU time, for conditions that time only part of a call."""
+    """Run `fn()` and return its wall and process CPU time, for conditions that time only part of a call.
+
+    Args:
+        fn: the zero-argument callable to time.
+
+    Returns:
+        A `Sample`: the wall seconds, with `.cpu` the process CPU seconds.
+
+    Example:
+        ```python
+        def merged_query():
+            with adapter.merge_into(vlm):  # not timed
+                return timed(lambda: first_token(vlm, inputs))
+
+        stats = interleaved({"merged": merged_query})
+        ```
+    """
     wall, cpu = time.perf_counter(), time.process_time()
     fn()
     return Sample(time.perf_counter() - wall, time.process_time() - cpu)
@@ -199,11 +259,19 @@ def interleaved(
 class BenchSetup:
     """A real-shape random SmolVLM2, a hypernetwork bound to it, and an offline processor.
 
+    `build_setup` makes one.
+
     Args:
         preset: `"256m"` or `"500m"`.
         vlm: the `SmolVLMForConditionalGeneration` (random weights, bf16).
         hypernet: a `Video2LoraHypernetwork` with the paper's architecture (bf16, random, non-zero adapters).
         processor: a `Video2LoraProcessor` with SmolVLM2's video settings and an offline tokenizer.
+
+    Example:
+        ```python
+        setup = build_setup("256m")
+        setup.tokens_per_frame  # visual tokens per frame
+        ```
     """
 
     preset: str
@@ -213,6 +281,7 @@ class BenchSetup:
 
     @property
     def tokens_per_frame(self) -> int:
+        """Visual tokens per frame (the processor's `image_seq_len`)."""
         return self.processor.image_seq_len
 
 
@@ -294,7 +363,22 @@ def build_setup(
 
 
 def random_video(num_frames: int, height: int = 720, width: int = 1280, seed: int = 0) -> np.ndarray:
-    """A `[T, H, W, 3]` uint8 clip of noise (720p by default), for timing."""
+    """A `[T, H, W, 3]` uint8 clip of noise (720p by default), for timing.
+
+    Args:
+        num_frames: frames `T`.
+        height: frame height in pixels.
+        width: frame width in pixels.
+        seed: the noise seed.
+
+    Returns:
+        The frames, which `internalize` and the processor accept like a decoded video.
+
+    Example:
+        ```python
+        adapter = setup.hypernet.internalize(random_video(12))
+        ```
+    """
     rng = np.random.default_rng(seed)
     return rng.integers(0, 256, size=(num_frames, height, width, 3), dtype=np.uint8)
 
@@ -312,6 +396,12 @@ def first_token(model: torch.nn.Module, inputs: dict[str, Any], past_key_values=
 
     Returns:
         `[B]` token ids.
+
+    Example:
+        ```python
+        inputs = setup.processor.query_inputs([BENCH_QUESTION])
+        stats = interleaved({"text only": lambda: first_token(setup.vlm, inputs)})
+        ```
     """
     tensors = {k: v for k, v in inputs.items() if torch.is_tensor(v)}
     if "pixel_values" in tensors:
@@ -351,7 +441,7 @@ def run_isolated(
         run_isolated("transformers_v2l.benchmarks.token_load:measure_condition", {"condition": "plain"})
         ```
     """
-    import psutil
+    psutil = require("psutil", "benchmarks", "Measuring a benchmark's peak memory")
 
     module, name = function.split(":")
     code = (
@@ -438,6 +528,11 @@ def write_json(path: str | os.PathLike, data: dict[str, Any]) -> Path:
 
     Returns:
         The path written.
+
+    Example:
+        ```python
+        write_json("benchmarks/results/ttft_500m.json", results)
+        ```
     """
     path, tmp = _atomic_target(path)
     try:
@@ -457,7 +552,15 @@ def save_figure(fig, path: str | os.PathLike) -> Path:
 
     Returns:
         The path written.
+
+    Example:
+        ```python
+        fig, (ax,) = new_figure()
+        ax.plot([1, 5, 10], [0.9, 0.3, 0.2])
+        save_figure(fig, "curve.png")
+        ```
     """
+    require("matplotlib", "benchmarks", "Plotting benchmark results")
     import matplotlib.pyplot as plt
 
     path, tmp = _atomic_target(path)
@@ -471,9 +574,22 @@ def save_figure(fig, path: str | os.PathLike) -> Path:
 
 
 def new_figure(ncols: int = 1, width: float = 5.0, height: float = 3.6):
-    """A `(figure, axes)` pair with the Agg backend (no display needed)."""
-    import matplotlib
+    """A `(figure, axes)` pair with the Agg backend (no display needed).
 
+    Args:
+        ncols: panels side by side.
+        width: width of one panel in inches.
+        height: height in inches.
+
+    Returns:
+        `(figure, [axes per panel])`.
+
+    Example:
+        ```python
+        fig, (left, right) = new_figure(2)
+        ```
+    """
+    matplotlib = require("matplotlib", "benchmarks", "Plotting benchmark results")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -483,7 +599,21 @@ def new_figure(ncols: int = 1, width: float = 5.0, height: float = 3.6):
 
 @contextlib.contextmanager
 def log_progress(prefix: str, enabled: bool = True) -> Iterator[Callable[[str], None]]:
-    """A logger callable that prints `[prefix] message` to stderr with the elapsed time."""
+    """A logger callable that prints `[prefix] message` to stderr with the elapsed time.
+
+    Args:
+        prefix: the tag of every line, for example `"ttft 500m"`.
+        enabled: `False` makes the logger silent.
+
+    Returns:
+        A context manager that yields the logger, `log(message)`.
+
+    Example:
+        ```python
+        with log_progress("ttft 500m") as log:
+            log("12 frames at 384 px")  # [ttft 500m     0.0s] 12 frames at 384 px
+        ```
+    """
     start = time.perf_counter()
 
     def log(message: str) -> None:
@@ -494,16 +624,40 @@ def log_progress(prefix: str, enabled: bool = True) -> Iterator[Callable[[str], 
 
 
 def ratio(stats: dict[str, dict[str, Any]], numerator: str, denominator: str) -> float:
-    """`median(numerator) / median(denominator)` of wall times."""
+    """`median(numerator) / median(denominator)` of wall times.
+
+    Args:
+        stats: the result of `interleaved`.
+        numerator: a condition name.
+        denominator: another condition name.
+
+    Returns:
+        The ratio of the wall-time medians.
+
+    Example:
+        ```python
+        ratio(interleaved({"video": f, "adapter": g}), "video", "adapter")  # the speedup
+        ```
+    """
     return stats[numerator]["median"] / stats[denominator]["median"]
 
 
 def ratios(stats: dict[str, dict[str, Any]], numerator: str, denominator: str) -> dict[str, float]:
     """Three estimates of `numerator / denominator` from one interleaved run.
 
+    Args:
+        stats: the result of `interleaved`.
+        numerator: a condition name.
+        denominator: another condition name.
+
     Returns:
         `{"wall": ratio of wall medians, "wall_paired": median of per-round wall ratios (robust to load
         drifting between rounds), "cpu": ratio of CPU-time medians (robust to waiting for a core)}`.
+
+    Example:
+        ```python
+        ratios(stats, "video_in_context", "video2lora")["wall_paired"]
+        ```
     """
     a, b = stats[numerator], stats[denominator]
     paired = statistics.median(x / y for x, y in zip(a["samples"], b["samples"]))

@@ -159,6 +159,11 @@ def rank_order_consistency(adapters: Sequence[GeneratedLora]) -> dict[str, Any]:
 
     Returns:
         `{"rank", "top_frequency": [R], "bottom_frequency": [R], "most_often_top", "most_often_bottom"}`.
+
+    Example:
+        ```python
+        rank_order_consistency(hn.internalize(videos))["most_often_top"]
+        ```
     """
     rank = adapters[0].rank
     top = torch.zeros(rank)
@@ -180,7 +185,20 @@ def rank_order_consistency(adapters: Sequence[GeneratedLora]) -> dict[str, Any]:
 
 
 def plot_rank_ablation(result: dict[str, Any], path: str | Path) -> Path:
-    """Score against rank budget per strategy, with the full and zero adapters as lines (figure 6)."""
+    """Score against rank budget per strategy, with the full and zero adapters as lines (figure 6).
+
+    Args:
+        result: the dictionary `rank_direction_ablation` returns.
+        path: the `.png` file to write.
+
+    Returns:
+        The path written.
+
+    Example:
+        ```python
+        plot_rank_ablation(rank_direction_ablation(adapters, score), "rank_ablation.png")
+        ```
+    """
     fig, axes = new_figure(1, width=5.5)
     ax = axes[0]
     for strategy, values in result["curves"].items():
@@ -222,7 +240,20 @@ def frobenius_profile(adapter: GeneratedLora) -> dict[str, list[float]]:
 
 
 def zero_layer(adapter: GeneratedLora, layer: int) -> GeneratedLora:
-    """The adapter with layer `layer`'s update removed (its `B` zeroed in every module)."""
+    """The adapter with layer `layer`'s update removed (its `B` zeroed in every module).
+
+    Args:
+        adapter: the adapter.
+        layer: the decoder layer whose update is removed.
+
+    Returns:
+        A copy of the adapter; the other layers are unchanged.
+
+    Example:
+        ```python
+        without_first = zero_layer(adapter, 0)
+        ```
+    """
     lora_B = {}
     for module, tensor in adapter.lora_B.items():
         tensor = tensor.clone()
@@ -277,7 +308,20 @@ def layer_removal(
 
 
 def plot_layer_removal(result: dict[str, Any], path: str | Path) -> Path:
-    """Two panels like figure 7: signed removal effect per layer, and `||Delta W_l||_F` per layer."""
+    """Two panels like figure 7: signed removal effect per layer, and `||Delta W_l||_F` per layer.
+
+    Args:
+        result: the dictionary `layer_removal` returns.
+        path: the `.png` file to write.
+
+    Returns:
+        The path written.
+
+    Example:
+        ```python
+        plot_layer_removal(layer_removal(adapters, score), "layer_removal.png")
+        ```
+    """
     fig, (ax_effect, ax_norm) = new_figure(2, width=5.0)
     layers = result["layers"]
     ax_effect.bar(layers, result["effect"], color=["#c44" if e < 0 else "#48c" for e in result["effect"]])

@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..errors import require
 from .common import log_progress, machine_info, new_figure, run_isolated, save_figure, write_json
 
 __all__ = ["big_buck_bunny", "chunked_run", "direct_run", "plot_long_video", "run_long_video"]
@@ -39,6 +40,11 @@ def big_buck_bunny(cache_dir: str | os.PathLike | None = None) -> Path:
 
     Returns:
         The path of `bbb.mp4`.
+
+    Example:
+        ```python
+        result = run_long_video(str(big_buck_bunny()), "500m")
+        ```
     """
     import subprocess
     import sys
@@ -84,8 +90,7 @@ class _RssSampler:
     """Peak resident set size of this process, sampled by a thread."""
 
     def __init__(self, period: float = 0.05):
-        import psutil
-
+        psutil = require("psutil", "benchmarks", "Measuring peak memory")
         self._proc = psutil.Process(os.getpid())
         self.peak = self._proc.memory_info().rss
         self._stop = threading.Event()
@@ -132,6 +137,13 @@ def chunked_run(
 
     Returns:
         `{"chunks", "fps", "trace": [{"chunk", "frames", "seconds", "rss_gib"}], "peak_rss_gib", ...}`.
+
+    Example:
+        ```python
+        result = run_isolated(
+            "transformers_v2l.benchmarks.long_video:chunked_run", {"video": "film.mp4", "total_frames": 256}
+        )
+        ```
     """
     import torch
 
@@ -215,6 +227,11 @@ def direct_run(
 
     Returns:
         `{"frames", "sequence_length", "seconds", "peak_rss_gib", "exceeds_positions"}`.
+
+    Example:
+        ```python
+        result = run_isolated("transformers_v2l.benchmarks.long_video:direct_run", {"video": "film.mp4", "num_frames": 48})
+        ```
     """
     import torch
 
@@ -269,7 +286,24 @@ def _linear_fit(xs: list[float], ys: list[float]) -> dict[str, float]:
 
 
 def plot_long_video(results: dict[str, Any], path: str | Path) -> Path:
-    """Two panels: time against frames (chunked trace and direct passes), and peak RSS against frames."""
+    """Two panels: time against frames (chunked trace and direct passes), and peak RSS against frames.
+
+    Args:
+        results: the dictionary `run_long_video` returns (and writes as JSON).
+        path: the `.png` file to write.
+
+    Returns:
+        The path written.
+
+    Example:
+        ```python
+        import json
+        from pathlib import Path
+
+        results = json.loads(Path("benchmarks/results/long_video_500m.json").read_text())
+        plot_long_video(results, "long_video.png")
+        ```
+    """
     fig, (ax_time, ax_rss) = new_figure(2, width=5.5)
     chunked = results.get("chunked", {}).get("result")
     if chunked:

@@ -25,7 +25,21 @@ __all__ = ["measure_cell", "plot_sweep", "run_sweep", "tile_size"]
 
 
 def tile_size(px: int, patch_size: int = 16, scale_factor: int = 4) -> int:
-    """The vision-tower tile for a requested resolution: `px` rounded up to a multiple of `patch * scale`."""
+    """The vision-tower tile for a requested resolution: `px` rounded up to a multiple of `patch * scale`.
+
+    Args:
+        px: the requested resolution in pixels.
+        patch_size: the vision tower's patch size.
+        scale_factor: the connector's pixel-shuffle factor.
+
+    Returns:
+        The tile size in pixels (at least `patch_size * scale_factor`).
+
+    Example:
+        ```python
+        tile_size(224), tile_size(384), tile_size(512)  # (256, 384, 512)
+        ```
+    """
     step = patch_size * scale_factor
     return max(step, math.ceil(px / step) * step)
 
@@ -45,6 +59,11 @@ def measure_cell(
 
     Returns:
         `{"frames", "px", "tile", "tokens_per_frame", "video_tokens", "tokens": {...}, "stats": {...}}`.
+
+    Example:
+        ```python
+        cell = run_isolated("transformers_v2l.benchmarks.sweep:measure_cell", {"num_frames": 24, "px": 384})
+        ```
     """
     import torch
 
@@ -102,7 +121,24 @@ def measure_cell(
 
 
 def plot_sweep(results: dict[str, Any], path: str | Path) -> Path:
-    """Three panels like the paper's figure 3: TTFT of both methods, TTFT speedup, token reduction."""
+    """Three panels like the paper's figure 3: TTFT of both methods, TTFT speedup, token reduction.
+
+    Args:
+        results: the dictionary `run_sweep` returns (and writes as JSON).
+        path: the `.png` file to write.
+
+    Returns:
+        The path written.
+
+    Example:
+        ```python
+        import json
+        from pathlib import Path
+
+        results = json.loads(Path("benchmarks/results/sweep_500m.json").read_text())
+        plot_sweep(results, "sweep.png")
+        ```
+    """
     fig, (ax_t, ax_s, ax_r) = new_figure(3, width=4.6)
     cells = [c for c in results["cells"] if c.get("result")]
     for px in sorted({c["px"] for c in cells}):

@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from ..errors import require
 from .common import log_progress, machine_info, new_figure, run_isolated, save_figure, write_json
 
 __all__ = ["TOKEN_CONDITIONS", "measure_condition", "plot_token_load", "run_token_load"]
@@ -31,8 +32,7 @@ TOKEN_CONDITIONS = ("plain", "video_in_context", "kv_cache", "v2l_unmerged", "v2
 
 @contextlib.contextmanager
 def _peak_rss(record: dict[str, float], key: str, period: float = 0.01) -> Iterator[None]:
-    import psutil
-
+    psutil = require("psutil", "benchmarks", "Measuring peak memory")
     proc = psutil.Process(os.getpid())
     peak = [proc.memory_info().rss]
     stop = threading.Event()
@@ -69,6 +69,11 @@ def measure_condition(
 
     Returns:
         `{"condition", "input_tokens", "context_tokens", "rss_gib": {"setup", "prepare", "answer"}}`.
+
+    Example:
+        ```python
+        run_isolated("transformers_v2l.benchmarks.token_load:measure_condition", {"condition": "v2l_merged"})
+        ```
     """
     import torch
 
@@ -151,7 +156,24 @@ def measure_condition(
 
 
 def plot_token_load(results: dict[str, Any], path: str | Path) -> Path:
-    """Two panels: answer-time input tokens (log) and peak RSS per phase, per condition."""
+    """Two panels: answer-time input tokens (log) and peak RSS per phase, per condition.
+
+    Args:
+        results: the dictionary `run_token_load` returns (and writes as JSON).
+        path: the `.png` file to write.
+
+    Returns:
+        The path written.
+
+    Example:
+        ```python
+        import json
+        from pathlib import Path
+
+        results = json.loads(Path("benchmarks/results/tokens_500m.json").read_text())
+        plot_token_load(results, "tokens.png")
+        ```
+    """
     fig, (ax_tokens, ax_rss) = new_figure(2, width=5.5)
     rows = [r for r in results["conditions"] if r.get("result")]
     names = [r["condition"] for r in rows]

@@ -228,7 +228,24 @@ def _ratios(stats: dict[str, Any]) -> dict[str, float]:
 
 
 def plot_ttft(results: dict[str, Any], path: str | Path) -> Path:
-    """Bar chart of median query TTFT per condition (log scale), one panel per resolution."""
+    """Bar chart of median query TTFT per condition (log scale), one panel per resolution.
+
+    Args:
+        results: the dictionary `run_ttft` returns (and writes as JSON).
+        path: the `.png` file to write.
+
+    Returns:
+        The path written.
+
+    Example:
+        ```python
+        import json
+        from pathlib import Path
+
+        results = json.loads(Path("benchmarks/results/ttft_500m.json").read_text())
+        plot_ttft(results, "ttft.png")
+        ```
+    """
     runs = results["runs"]
     fig, axes = new_figure(len(runs), width=6.0)
     shown = ("video_in_context", "kv_query", "plain", "v2l_unmerged", "v2l_merged", "plain_frozen_lm_head")

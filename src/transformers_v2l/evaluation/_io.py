@@ -15,7 +15,17 @@ os.umask(_UMASK)
 
 
 def make_readable(path: str | os.PathLike) -> None:
-    """Give a `mkstemp` file (mode 0600) the permissions a plain `open()` would have given it."""
+    """Give a `mkstemp` file (mode 0600) the permissions a plain `open()` would have given it.
+
+    Args:
+        path: the file.
+
+    Example:
+        ```python
+        fd, tmp = tempfile.mkstemp(dir="out")
+        make_readable(tmp)  # 0644 under the usual umask
+        ```
+    """
     os.chmod(path, 0o666 & ~_UMASK)
 
 
@@ -25,6 +35,18 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
     The caller writes the whole file to the yielded path (for example with `savefig`). If the
     block raises, the temporary file is removed and `path` is left as it was.
+
+    Args:
+        path: the final file; its folder is created.
+
+    Returns:
+        A context manager that yields the temporary `Path` to write.
+
+    Example:
+        ```python
+        with atomic_path("report/plot.png") as tmp:
+            fig.savefig(tmp, format="png")
+        ```
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -42,6 +64,16 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write `text` (UTF-8) to `path` atomically."""
+    """Write `text` (UTF-8) to `path` atomically.
+
+    Args:
+        path: the file; its folder is created.
+        text: the content.
+
+    Example:
+        ```python
+        atomic_write_text("out/report.md", markdown)
+        ```
+    """
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")

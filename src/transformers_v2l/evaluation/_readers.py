@@ -27,7 +27,21 @@ _VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".avi", ".mov", ".MP4", ".m4v")
 
 
 def benchmark_features():
-    """The `datasets.Features` of every benchmark reader's output (the common schema)."""
+    """The `datasets.Features` of every benchmark reader's output (the common schema).
+
+    Returns:
+        `datasets.Features`: `id`, `video`, `start`, `end`, `prompt`, `references`, `task`, `subset` and
+        `benchmark`.
+
+    Raises:
+        MissingDependencyError: `datasets` is not installed (the `evaluation` extra).
+
+    Example:
+        ```python
+        >>> list(benchmark_features())
+        ['id', 'video', 'start', 'end', 'prompt', 'references', 'task', 'subset', 'benchmark']
+        ```
+    """
     datasets = require("datasets", "evaluation", "Reading a benchmark")
     return datasets.Features(
         {

@@ -318,6 +318,12 @@ class BenchmarkInfo:
         task (`str`): "caption" or "qa".
         reader (`Callable`): The reader function.
         subsets (`tuple[str, ...]`): Subsets or styles ("default" when none).
+
+    Example:
+        ```python
+        >>> BENCHMARKS["vdc"].name, BENCHMARKS["vdc"].task, BENCHMARKS["vdc"].subsets[:2]
+        ('VDC', 'caption', ('short', 'detailed'))
+        ```
     """
 
     name: str

@@ -27,6 +27,14 @@ def add_eval_subparser(subparsers) -> argparse.ArgumentParser:
 
     Returns:
         `argparse.ArgumentParser`: The `eval` parser (its `func` default is [`run_eval`]).
+
+    Example:
+        ```python
+        parser = argparse.ArgumentParser(prog="v2l")
+        add_eval_subparser(parser.add_subparsers())
+        args = parser.parse_args(["eval", "--benchmark", "nextqa", "--annotations", "val.csv",
+                                  "--videos", "videos", "--out", "out"])
+        ```
     """
     from .benchmarks import BENCHMARKS
 
@@ -84,7 +92,21 @@ def run_eval(args: argparse.Namespace, *, model=None) -> int:
 
     Returns:
         `int`: The exit code (0 on success).
+
+    Raises:
+        MissingDependencyError: a package of the `evaluation` extra that this run needs is missing
+            (checked before any work).
+
+    Example:
+        ```python
+        from transformers_v2l.cli import build_parser
+
+        args = build_parser().parse_args(["eval", "--benchmark", "nextqa", "--annotations", "val.csv",
+                                          "--videos", "videos", "--out", "out", "--limit", "20"])
+        run_eval(args)
+        ```
     """
+    from ..errors import require
     from .benchmarks import load_benchmark
     from .judge import LLMJudge
     from .report import evaluate_outputs
@@ -92,6 +114,12 @@ def run_eval(args: argparse.Namespace, *, model=None) -> int:
 
     if bool(args.judge_url) != bool(args.judge_model):
         raise SystemExit("v2l eval: give both --judge-url and --judge-model, or neither.")
+    # fail before hours of generation, not after: every optional package this run will need
+    require("datasets", "evaluation", "v2l eval")
+    if not args.no_plots:
+        require("matplotlib", "evaluation", "The plots of v2l eval (or pass --no-plots)")
+    if args.judge_url:
+        require("requests", "evaluation", "The LLM judge of v2l eval")
     reader_kwargs = {"seed": args.seed, "missing_videos": args.missing_videos}
     if args.sample_size is not None:
         reader_kwargs["sample_size"] = args.sample_size

@@ -106,7 +106,15 @@ _TEMPLATES = {"caption": _CAPTION_TEMPLATE, "qa": _QA_TEMPLATE}
 
 
 class MalformedJudgeReply(ValueError):
-    """The judge's reply holds no usable score from 1 to 5."""
+    """The judge's reply holds no usable score from 1 to 5.
+
+    Example:
+        ```python
+        >>> parse_judge_reply("I cannot judge this.")
+        Traceback (most recent call last):
+        transformers_v2l.evaluation.judge.MalformedJudgeReply: No score from 1 to 5 in the judge reply: 'I cannot judge this.'
+        ```
+    """
 
 
 def rescale_score(score: int) -> float:
@@ -117,6 +125,12 @@ def rescale_score(score: int) -> float:
 
     Returns:
         `float`: 0.0 for 1, 0.25 for 2, ..., 1.0 for 5.
+
+    Example:
+        ```python
+        >>> rescale_score(4)
+        0.75
+        ```
     """
     if not 1 <= score <= 5:
         raise ValueError(f"Judge scores go from 1 to 5, got {score}.")
@@ -134,6 +148,13 @@ def build_judge_messages(task: str, prompt: str, candidate: str, references: Seq
 
     Returns:
         `list[dict]`: OpenAI-style `[{"role": "system", ...}, {"role": "user", ...}]`.
+
+    Example:
+        ```python
+        >>> messages = build_judge_messages("qa", "What color is the car?", "It is red.", ["red"])
+        >>> [m["role"] for m in messages]
+        ['system', 'user']
+        ```
     """
     if task not in _TEMPLATES:
         raise ValueError(f"`task` must be one of {sorted(_TEMPLATES)}, got {task!r}.")
@@ -230,6 +251,13 @@ class Judgment:
         reply (`str` or `None`): The raw reply text.
         cached (`bool`): Whether the judgment came from the disk cache.
         error (`str` or `None`): Why judging failed (timeout, server error, malformed reply).
+
+    Example:
+        ```python
+        judgment = judge.judge("qa", "What color is the car?", "It is red.", ["red"])
+        if judgment.ok:
+            print(judgment.raw_score, judgment.score, judgment.reason)  # 1-5, (raw - 1) / 4, one line
+        ```
     """
 
     key: str
@@ -266,11 +294,38 @@ class JudgeCache:
         self.directory = Path(directory)
 
     def path(self, key: str) -> Path:
-        """The file of one entry (sharded by the first two hex digits)."""
+        """The file of one entry (sharded by the first two hex digits).
+
+        Args:
+            key (`str`): A content hash from [`~LLMJudge.cache_key`].
+
+        Returns:
+            `Path`: `<directory>/<key[:2]>/<key>.json`.
+
+        Example:
+            ```python
+            >>> JudgeCache("judge-cache").path("ab" * 32).parent.name
+            'ab'
+            ```
+        """
         return self.directory / key[:2] / f"{key}.json"
 
     def get(self, key: str) -> dict | None:
-        """The cached record, or `None` when missing or unreadable."""
+        """The cached record, or `None` when missing or unreadable.
+
+        Args:
+            key (`str`): A content hash from [`~LLMJudge.cache_key`].
+
+        Returns:
+            `dict` or `None`: The record, or `None` when there is no valid entry (a damaged one is logged
+            and ignored).
+
+        Example:
+            ```python
+            >>> JudgeCache("judge-cache").get("00" * 32) is None
+            True
+            ```
+        """
         path = self.path(key)
         try:
             record = json.loads(path.read_text(encoding="utf-8"))
@@ -285,7 +340,17 @@ class JudgeCache:
         return record
 
     def put(self, key: str, record: dict) -> None:
-        """Write one record: temporary file in the same folder, fsync, then `os.replace`."""
+        """Write one record: temporary file in the same folder, fsync, then `os.replace`.
+
+        Args:
+            key (`str`): A content hash from [`~LLMJudge.cache_key`].
+            record (`dict`): JSON-serializable; `get` only returns records with a valid `raw_score`.
+
+        Example:
+            ```python
+            >>> JudgeCache("judge-cache").put("ab" * 32, {"raw_score": 4, "reason": "mostly right"})
+            ```
+        """
         path = self.path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{key[:8]}-", suffix=".tmp", dir=path.parent)
@@ -370,7 +435,23 @@ class LLMJudge:
         self._local = threading.local()
 
     def cache_key(self, task: str, prompt: str, candidate: str, references: Sequence[str]) -> str:
-        """SHA-256 of model, task, prompt, candidate, references and rubric version."""
+        """SHA-256 of model, task, prompt, candidate, references and rubric version.
+
+        Args:
+            task (`str`): "caption" or "qa".
+            prompt (`str`): The prompt or question the evaluated model received.
+            candidate (`str`): The evaluated model's output.
+            references (`Sequence[str]`): Reference caption(s) or answer(s).
+
+        Returns:
+            `str`: 64 hex digits, the name of the cache entry.
+
+        Example:
+            ```python
+            >>> len(judge.cache_key("qa", "What color is the car?", "It is red.", ["red"]))
+            64
+            ```
+        """
         payload = {
             "model": self.model,
             "task": task,
@@ -446,6 +527,12 @@ class LLMJudge:
 
         Returns:
             [`Judgment`]: With `score` set, or with `error` set and `score=None`.
+
+        Example:
+            ```python
+            judgment = judge.judge("caption", "Describe the video.", "A dog runs.", ["A dog runs on a beach."])
+            print(judgment.score if judgment.ok else judgment.error)  # a score in [0, 1], or why it failed
+            ```
         """
         refs = [references] if isinstance(references, str) else list(references)
         messages = build_judge_messages(task, prompt, candidate, refs)
@@ -502,6 +589,13 @@ class LLMJudge:
 
         Returns:
             `list[Judgment]`: In the order of `items`.
+
+        Example:
+            ```python
+            items = [{"task": "qa", "prompt": "What color?", "candidate": c, "references": ["red"]}
+                     for c in ("red", "blue")]
+            scores = [j.score for j in judge.judge_many(items, num_workers=2)]  # None where judging failed
+            ```
         """
 
         def run(item: dict) -> Judgment:

@@ -50,6 +50,13 @@ class ResultRow:
         subset (`str` or `None`): The subset for breakdown rows; `None` for benchmark rows.
         result ([`PairedBootstrapResult`]): Means, Δ, CI and decisions.
         excluded (`int`): Examples left out (failed judgment or missing condition).
+
+    Example:
+        ```python
+        >>> row = ResultRow(metric="token_f1", task="qa", benchmark="nextqa", name="NExT-QA", subset=None,
+        ...                 result=paired_bootstrap([0.2, 0.4, 0.6], [0.3, 0.5, 0.7]))
+        >>> print(render_markdown([row]))
+        ```
     """
 
     metric: str
@@ -61,7 +68,16 @@ class ResultRow:
     excluded: int = 0
 
     def to_dict(self) -> dict:
-        """JSON-serializable dictionary."""
+        """JSON-serializable dictionary.
+
+        Returns:
+            `dict`: The fields, with `result` as `PairedBootstrapResult.to_dict()`.
+
+        Example:
+            ```python
+            >>> json.dumps([row.to_dict() for row in report.rows])
+            ```
+        """
         return {k: v for k, v in self.__dict__.items() if k != "result"} | {"result": self.result.to_dict()}
 
 
@@ -73,6 +89,13 @@ class EvaluationReport:
         rows (`list[ResultRow]`): Benchmark, subset and average rows of every metric.
         markdown (`str`): The report text.
         files (`dict[str, Path]`): What was written, by kind.
+
+    Example:
+        ```python
+        >>> report = evaluate_outputs("runs/vdc/outputs.jsonl", "runs/vdc", plots=False)
+        >>> report.files["report"].read_text() == report.markdown
+        True
+        ```
     """
 
     rows: list[ResultRow]
@@ -90,6 +113,12 @@ def score_outputs(records: Sequence[dict], *, judge=None, judge_workers: int = 1
 
     Returns:
         `list[dict]`: Copies of the records with `scores` and, on judge failure, `judge_error`.
+
+    Example:
+        ```python
+        >>> scored = score_outputs(load_outputs("runs/vdc/outputs.jsonl"))
+        >>> scored[0]["scores"]["token_f1"]
+        ```
     """
     scored = [dict(r) for r in records]
     for record in scored:
@@ -181,6 +210,12 @@ def render_markdown(
 
     Returns:
         `str`: The report.
+
+    Example:
+        ```python
+        >>> report = evaluate_outputs("runs/vdc/outputs.jsonl", "runs/vdc", plots=False)
+        >>> print(render_markdown(report.rows, title="VDC, 100 videos"))
+        ```
     """
     lines = [f"# {title}", ""]
     for metric in ("judge", "token_f1"):

@@ -47,18 +47,66 @@ CONDITIONS = ("base", "v2l")
 
 @runtime_checkable
 class Video2LoraModel(Protocol):
-    """What the runner needs from a model: `Video2LoraHypernetwork` satisfies it."""
+    """What the runner needs from a model: `Video2LoraHypernetwork` satisfies it.
+
+    Example:
+        ```python
+        >>> isinstance(Video2LoraHypernetwork.from_pretrained("my-hypernet"), Video2LoraModel)
+        True
+        ```
+    """
 
     def internalize(self, videos: list[Any], *, batch_size: int = 1) -> list[Any]:
-        """One adapter per video."""
+        """One adapter per video.
+
+        Args:
+            videos (`list`): Video paths (or anything the model's processor decodes).
+            batch_size (`int`, *optional*, defaults to 1): Videos per encoder pass.
+
+        Returns:
+            `list`: One adapter per video, in order.
+
+        Example:
+            ```python
+            >>> adapters = model.internalize(["a.mp4", "b.mp4"], batch_size=2)
+            ```
+        """
 
     def answer(self, adapters: list[Any], questions: list[str], *, max_new_tokens: int = 64) -> list[str]:
-        """One answer per (adapter, question) row, with no visual tokens in the prompt."""
+        """One answer per (adapter, question) row, with no visual tokens in the prompt.
+
+        Args:
+            adapters (`list`): One adapter per row.
+            questions (`list[str]`): One question per row.
+            max_new_tokens (`int`, *optional*, defaults to 64): Generation budget per answer.
+
+        Returns:
+            `list[str]`: One answer per row.
+
+        Example:
+            ```python
+            >>> model.answer(adapters, ["What happens?", "Who is there?"])
+            ```
+        """
 
     def answer_with_video(
         self, videos: list[Any], questions: list[str], *, max_new_tokens: int = 64
     ) -> list[str]:
-        """One answer per (video, question) row, with the video in context."""
+        """One answer per (video, question) row, with the video in context.
+
+        Args:
+            videos (`list`): One video per row.
+            questions (`list[str]`): One question per row.
+            max_new_tokens (`int`, *optional*, defaults to 64): Generation budget per answer.
+
+        Returns:
+            `list[str]`: One answer per row (the base condition of the evaluation).
+
+        Example:
+            ```python
+            >>> model.answer_with_video(["a.mp4", "b.mp4"], ["What happens?", "Who is there?"])
+            ```
+        """
 
 
 def _scan(path: Path) -> tuple[set[tuple[str, str]], int]:
@@ -89,6 +137,13 @@ def load_outputs(path: str | os.PathLike) -> list[dict]:
 
     Returns:
         `list[dict]`: The records, in file order (the last record wins for a repeated id/condition).
+
+    Example:
+        ```python
+        >>> records = load_outputs("runs/vdc/outputs.jsonl")
+        >>> sorted({r["condition"] for r in records})
+        ['base', 'v2l']
+        ```
     """
     data = Path(path).read_bytes()
     records: dict[tuple[str, str], dict] = {}

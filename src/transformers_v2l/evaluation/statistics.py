@@ -58,6 +58,13 @@ class PairedBootstrapResult:
         margin (`float` or `None`): The NI/Eq margin, when one was given.
         non_inferior (`bool` or `None`): The NI decision, when a margin was given.
         equivalent (`bool` or `None`): The Eq decision, when a margin was given.
+
+    Example:
+        ```python
+        >>> result = paired_bootstrap([0.2, 0.4, 0.6], [0.3, 0.5, 0.7], margin=0.05)
+        >>> result.n, round(result.delta, 3), result.non_inferior
+        (3, 0.1, True)
+        ```
     """
 
     base: float
@@ -74,7 +81,16 @@ class PairedBootstrapResult:
     equivalent: bool | None = None
 
     def to_dict(self) -> dict:
-        """Plain-Python dictionary (JSON-serializable)."""
+        """Plain-Python dictionary (JSON-serializable).
+
+        Returns:
+            `dict`: Every field by name.
+
+        Example:
+            ```python
+            >>> json.dumps(paired_bootstrap([0.2, 0.4], [0.3, 0.5]).to_dict())
+            ```
+        """
         return asdict(self)
 
 
@@ -247,6 +263,13 @@ def macro_paired_bootstrap(
 
     Returns:
         [`PairedBootstrapResult`]: Macro means, Δ and CI; `n` is the total number of examples.
+
+    Example:
+        ```python
+        >>> result = macro_paired_bootstrap([([0.2, 0.4], [0.3, 0.5]), ([0.5, 0.7, 0.9], [0.4, 0.6, 0.8])])
+        >>> round(result.base, 3), round(result.v2l, 3), round(result.delta, 3), result.n
+        (0.5, 0.5, 0.0, 5)
+        ```
     """
     _check_options(n_resamples, confidence)
     if not groups:

@@ -22,7 +22,23 @@ def _atomic_write_text(path: Path, text: str) -> None:
 def manifest_rows(
     clip: ToyClip, video_path: str, caption_styles: tuple[str, ...] = ("video",)
 ) -> list[dict[str, Any]]:
-    """The manifest rows of one clip: its captions, then each question, in the Frames2LoRA format."""
+    """The manifest rows of one clip: its captions, then each question, in the Frames2LoRA format.
+
+    Args:
+        clip: a clip from `sample_clip` or `make_clip`.
+        video_path: the clip's video file, as written in the rows (usually relative to the manifest).
+        caption_styles: which of `CAPTION_STYLES` get a caption row.
+
+    Returns:
+        One dict per row, with `id`, `video_path`, `task_type`, `prompt`, `target_text`, `dataset`,
+        `split` and `metadata`.
+
+    Example:
+        ```python
+        rows = manifest_rows(make_clip(0), "videos/test/test-00000.mp4")
+        rows[0]["id"], rows[1]["id"]  # ('test-00000-caption', 'test-00000-qa0')
+        ```
+    """
     meta = clip.metadata()
     rows = []
     for style in caption_styles:
@@ -112,6 +128,12 @@ def read_manifest(path: str | os.PathLike, *, resolve_paths: bool = True) -> lis
 
     Returns:
         The rows as dictionaries.
+
+    Example:
+        ```python
+        rows = read_manifest("data/tiny_world/test.jsonl")
+        rows[0]["video_path"]  # an absolute path to the clip
+        ```
     """
     path = Path(path)
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

@@ -59,6 +59,11 @@ def render_clip(clip: ToyClip) -> np.ndarray:
 
     Returns:
         `[NUM_FRAMES, FRAME_SIZE, FRAME_SIZE, 3]` uint8 RGB frames.
+
+    Example:
+        ```python
+        frames = render_clip(sample_clip(7, "train"))  # (16, 64, 64, 3) uint8
+        ```
     """
     background = _background(clip.background)
     tracks = [_trajectory(o, clip.events, i) for i, o in enumerate(clip.objects)]
@@ -104,6 +109,12 @@ def write_video(frames: np.ndarray, path: str | os.PathLike, fps: int = FPS) -> 
 
     Returns:
         The path written.
+
+    Example:
+        ```python
+        clip = make_clip(0)
+        write_video(clip.frames, "clip.mp4")  # 16 frames at 2 fps: an 8 s clip
+        ```
     """
     import av
 
@@ -145,6 +156,11 @@ def grid_targets(metadata: dict[str, Any], frame_indices: list[int], grid: int) 
 
     Returns:
         `[len(frame_indices), grid * grid, len(COLORS) + len(SHAPES)]` float32 multi-hot targets.
+
+    Example:
+        ```python
+        targets = grid_targets(make_clip(0).metadata(), [0, 2, 4], grid=4)  # (3, 16, 10)
+        ```
     """
     objects = [WorldObject(**o) for o in metadata["objects"]]
     events = [WorldEvent(**e) for e in metadata["events"]]

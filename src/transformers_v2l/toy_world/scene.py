@@ -52,6 +52,11 @@ class WorldObject:
         size: radius-like size in pixels.
         x: center column at the start, in pixels.
         y: center row at the start, in pixels.
+
+    Example:
+        ```python
+        WorldObject(color="red", shape="circle", size=8.0, x=20.0, y=32.0).phrase  # 'red circle'
+        ```
     """
 
     color: str
@@ -62,6 +67,7 @@ class WorldObject:
 
     @property
     def phrase(self) -> str:
+        """`"<color> <shape>"`, for example `"red circle"`."""
         return f"{self.color} {self.shape}"
 
 
@@ -76,6 +82,11 @@ class WorldEvent:
         start: first frame of the window.
         end: frame after the last of the window.
         distance: pixels travelled by a move.
+
+    Example:
+        ```python
+        WorldEvent(obj=0, kind="move", value="left", start=4, end=12, distance=16.0).verb()  # 'moves left'
+        ```
     """
 
     obj: int
@@ -86,7 +97,16 @@ class WorldEvent:
     distance: float = 0.0
 
     def verb(self) -> str:
-        """`moves left`, `appears`, `disappears` or `turns blue`."""
+        """The event as a verb phrase for captions.
+
+        Returns:
+            `moves left`, `appears`, `disappears` or `turns blue`.
+
+        Example:
+            ```python
+            WorldEvent(obj=0, kind="recolor", value="blue", start=4, end=12).verb()  # 'turns blue'
+            ```
+        """
         return {
             "move": f"moves {self.value}",
             "appear": "appears",
@@ -109,6 +129,12 @@ class ToyClip:
         caption: the ground-truth caption.
         qa: question and answer pairs, each `{"kind", "question", "answer"}`.
         frames: `[NUM_FRAMES, FRAME_SIZE, FRAME_SIZE, 3]` uint8, or `None` until rendered.
+
+    Example:
+        ```python
+        clip = make_clip(0)  # sampled and rendered
+        clip.id, clip.caption, clip.qa[0]["question"], clip.frames.shape
+        ```
     """
 
     id: str
@@ -122,7 +148,22 @@ class ToyClip:
     frames: np.ndarray | None = field(default=None, repr=False)
 
     def style_caption(self, style: str) -> str:
-        """The caption in one of `CAPTION_STYLES`: `video` (the caption), `objects` or `events`."""
+        """The caption in one of `CAPTION_STYLES`.
+
+        Args:
+            style: `video` (the caption), `objects` (only the objects) or `events` (only the events, in order).
+
+        Returns:
+            One sentence.
+
+        Raises:
+            ValueError: `style` is not a key of `CAPTION_STYLES`.
+
+        Example:
+            ```python
+            make_clip(0).style_caption("objects")  # 'A yellow square and a red triangle.'
+            ```
+        """
         if style == "video":
             return self.caption
         if style == "objects":
@@ -136,7 +177,16 @@ class ToyClip:
         raise ValueError(f"Unknown caption style {style!r}; choose from {sorted(CAPTION_STYLES)}.")
 
     def metadata(self) -> dict[str, Any]:
-        """A JSON-serializable description of the scene (no frames)."""
+        """A JSON-serializable description of the scene (no frames).
+
+        Returns:
+            `seed`, `objects`, `events`, `background`, `num_objects`, `num_events` and `held_out_pairs`.
+
+        Example:
+            ```python
+            json.dumps(make_clip(0).metadata())
+            ```
+        """
         return {
             "seed": self.seed,
             "objects": [asdict(o) for o in self.objects],
@@ -341,6 +391,11 @@ def corpus(caption_styles: tuple[str, ...] = ("video",)) -> list[str]:
 
     Returns:
         Lines of text.
+
+    Example:
+        ```python
+        tokenizer = build_tiny_tokenizer(corpus(("video", "objects")))  # transformers_v2l.testing
+        ```
     """
     extra = any(style != "video" for style in caption_styles)
     prompts = [CAPTION_STYLES[s] for s in CAPTION_STYLES if s in caption_styles or s == "video"]

@@ -41,32 +41,50 @@ __all__ = [
 
 @dataclass
 class Video2LoraScriptArguments:
-    """Model and data arguments of `v2l train` (the training recipe is in `Video2LoraTrainingArguments`)."""
+    """Model and data arguments of `v2l train` (the training recipe is in `Video2LoraTrainingArguments`).
+
+    Example:
+        ```python
+        script = Video2LoraScriptArguments(
+            base_model="HuggingFaceTB/SmolVLM2-500M-Video-Instruct", train_data="data/train.jsonl",
+            hypernetwork={"lora_rank": 8},
+        )
+        ```
+    """
 
     base_model: str | None = field(default=None, metadata={"help": "Hub id or path of the frozen base VLM."})
+    """Hub id or path of the frozen base VLM."""
     train_data: str | None = field(
         default=None,
         metadata={"help": "Training examples: a JSONL manifest, a teacher output folder or a dataset."},
     )
+    """Training examples: a JSONL manifest, a teacher output folder or a dataset."""
     eval_data: str | None = field(default=None, metadata={"help": "Validation examples (same formats)."})
+    """Validation examples (same formats)."""
     data_root: str | None = field(
         default=None, metadata={"help": "Folder relative video paths resolve against."}
     )
+    """Folder relative video paths resolve against."""
     train_split: str | None = field(default=None, metadata={"help": "Keep only training rows of this split."})
+    """Keep only training rows of this split."""
     eval_split: str | None = field(
         default=None, metadata={"help": "Keep only validation rows of this split."}
     )
+    """Keep only validation rows of this split."""
     hypernetwork: dict = field(
         default_factory=dict,
         metadata={"help": "Video2LoraConfig fields of a new hypernetwork (YAML mapping)."},
     )
+    """Video2LoraConfig fields of a new hypernetwork (YAML mapping)."""
     init_from: str | None = field(
         default=None, metadata={"help": "Start from this hypernetwork checkpoint instead of a new one."}
     )
+    """Start from this hypernetwork checkpoint instead of a new one."""
     base_model_dtype: str = field(
         default="auto",
         metadata={"help": "dtype of the frozen VLM: auto (bfloat16 with --bf16), float32, bfloat16."},
     )
+    """dtype of the frozen VLM: auto (bfloat16 with --bf16), float32, bfloat16."""
 
     def __post_init__(self):
         for name in ("base_model", "train_data"):
@@ -76,34 +94,58 @@ class Video2LoraScriptArguments:
 
 @dataclass
 class TeacherScriptArguments:
-    """Arguments of `v2l teacher`."""
+    """Arguments of `v2l teacher`.
+
+    Example:
+        ```python
+        script = TeacherScriptArguments(
+            base_model="HuggingFaceTB/SmolVLM2-500M-Video-Instruct", data="data/train.jsonl",
+            output_dir="teacher", batch_size=4,
+        )
+        ```
+    """
 
     base_model: str | None = field(default=None, metadata={"help": "Hub id or path of the teacher VLM."})
+    """Hub id or path of the teacher VLM."""
     data: str | None = field(
         default=None, metadata={"help": "Input examples: a JSONL manifest or a dataset."}
     )
+    """Input examples: a JSONL manifest or a dataset."""
     output_dir: str | None = field(default=None, metadata={"help": "Shard folder (resumed if it exists)."})
+    """Shard folder (resumed if it exists)."""
     data_root: str | None = field(
         default=None, metadata={"help": "Folder relative video paths resolve against."}
     )
+    """Folder relative video paths resolve against."""
     split: str | None = field(default=None, metadata={"help": "Keep only rows of this split."})
+    """Keep only rows of this split."""
     spans_per_video: int = field(
         default=1, metadata={"help": "Spans drawn per video without an explicit span."}
     )
+    """Spans drawn per video without an explicit span."""
     span_mix: list[float] = field(
         default_factory=lambda: [0.6, 0.3, 0.1],
         metadata={"help": "Weights of single-scene, adjacent multi-scene and full-video spans."},
     )
+    """Weights of single-scene, adjacent multi-scene and full-video spans."""
     seed: int = field(default=0, metadata={"help": "Seed of the span sampler."})
+    """Seed of the span sampler."""
     shard_size: int = field(default=256, metadata={"help": "Examples per shard (the unit of resumption)."})
+    """Examples per shard (the unit of resumption)."""
     batch_size: int = field(default=8, metadata={"help": "Examples per generate call."})
+    """Examples per generate call."""
     max_new_tokens: int = field(default=256, metadata={"help": "Generation budget per answer."})
+    """Generation budget per answer."""
     top_k: int = field(
         default=0, metadata={"help": "Teacher log-probs stored per token for a KL loss (0: none)."}
     )
+    """Teacher log-probs stored per token for a KL loss (0: none)."""
     num_frames: int = field(default=12, metadata={"help": "Frames sampled per span."})
+    """Frames sampled per span."""
     longest_edge: int = field(default=384, metadata={"help": "Frame resize target in pixels."})
+    """Frame resize target in pixels."""
     dtype: str = field(default="bfloat16", metadata={"help": "dtype of the teacher VLM."})
+    """dtype of the teacher VLM."""
 
     def __post_init__(self):
         for name in ("base_model", "data", "output_dir"):
@@ -113,7 +155,7 @@ class TeacherScriptArguments:
 
 # ---- parsing ---------------------------------------------------------------------------------------
 def _read_yaml(path: str | None) -> dict:
-    if path is None:
+    if not path:
         return {}
     yaml = require("yaml", "training", "Reading a training YAML file")
     data = yaml.safe_load(Path(path).read_text()) or {}
@@ -213,7 +255,21 @@ def build_trainer(script: Video2LoraScriptArguments, args) -> Any:
 
 
 def add_train_subparser(subparsers) -> argparse.ArgumentParser:
-    """Add `train` to the `v2l` subcommands."""
+    """Add `train` to the `v2l` subcommands.
+
+    Args:
+        subparsers: the object `ArgumentParser.add_subparsers()` returned.
+
+    Returns:
+        The `train` parser (its `func` is `run_train`).
+
+    Example:
+        ```python
+        parser = argparse.ArgumentParser(prog="v2l")
+        add_train_subparser(parser.add_subparsers())
+        args = parser.parse_args(["train", "config.yaml", "--max_steps", "10"])
+        ```
+    """
     parser = subparsers.add_parser(
         "train",
         help="Train a hypernetwork (single process, or under `accelerate launch`).",
@@ -229,7 +285,22 @@ def add_train_subparser(subparsers) -> argparse.ArgumentParser:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    """Run `v2l train`: parse the config, train, and save the final hypernetwork into `output_dir`."""
+    """Run `v2l train`: parse the config, train, and save the final hypernetwork into `output_dir`.
+
+    Args:
+        args: parsed `train` arguments: `config` (a YAML file or `None`) and `overrides` (`--field value` pairs).
+
+    Returns:
+        The exit code, 0.
+
+    Raises:
+        MissingDependencyError: the `training` extra is not installed.
+
+    Example:
+        ```python
+        run_train(argparse.Namespace(config="config.yaml", overrides=["--max_steps", "10"]))
+        ```
+    """
     from .trainer import Video2LoraTrainingArguments
 
     script, training_args = parse_config(
@@ -248,7 +319,21 @@ def run_train(args: argparse.Namespace) -> int:
 
 # ---- teacher ---------------------------------------------------------------------------------------
 def add_teacher_subparser(subparsers) -> argparse.ArgumentParser:
-    """Add `teacher` to the `v2l` subcommands."""
+    """Add `teacher` to the `v2l` subcommands.
+
+    Args:
+        subparsers: the object `ArgumentParser.add_subparsers()` returned.
+
+    Returns:
+        The `teacher` parser (its `func` is `run_teacher`).
+
+    Example:
+        ```python
+        parser = argparse.ArgumentParser(prog="v2l")
+        add_teacher_subparser(parser.add_subparsers())
+        args = parser.parse_args(["teacher", "teacher.yaml", "--batch_size", "4"])
+        ```
+    """
     parser = subparsers.add_parser(
         "teacher",
         help="Generate teacher targets with the frozen VLM (resumable, sharded, multi-process).",
@@ -261,7 +346,22 @@ def add_teacher_subparser(subparsers) -> argparse.ArgumentParser:
 
 
 def run_teacher(args: argparse.Namespace) -> int:
-    """Run `v2l teacher`: draw spans, generate this process's missing shards, and report."""
+    """Run `v2l teacher`: draw spans, generate this process's missing shards, and report.
+
+    Args:
+        args: parsed `teacher` arguments: `config` (a YAML file or `None`) and `overrides`.
+
+    Returns:
+        The exit code, 0.
+
+    Raises:
+        MissingDependencyError: the `training` extra is not installed.
+
+    Example:
+        ```python
+        run_teacher(argparse.Namespace(config="teacher.yaml", overrides=[]))
+        ```
+    """
     accelerate = require("accelerate", "training", "v2l teacher")
     from .data import SpanSampler, expand_spans, load_examples
     from .teacher import TeacherSettings, generate_teacher_targets
@@ -296,12 +396,26 @@ def run_teacher(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m transformers_v2l.training.cli {train,teacher} ...` without the rest of `v2l`."""
+    """`python -m transformers_v2l.training.cli {train,teacher} ...` without the rest of `v2l`.
+
+    Args:
+        argv: the arguments; defaults to `sys.argv[1:]`.
+
+    Returns:
+        The exit code, 0 on success.
+
+    Example:
+        ```python
+        main(["train", "config.yaml", "--max_steps", "10"])
+        ```
+    """
     parser = argparse.ArgumentParser(prog="python -m transformers_v2l.training.cli")
     subparsers = parser.add_subparsers(dest="command", required=True)
     add_train_subparser(subparsers)
     add_teacher_subparser(subparsers)
-    args = parser.parse_args(argv)
+    from ..cli import _optional_config
+
+    args = parser.parse_args(_optional_config(sys.argv[1:] if argv is None else argv))
     return int(args.func(args) or 0)
 
 

@@ -94,7 +94,22 @@ class Video2LoraDataCollator:
     video_loader: Callable[[dict], Any] | None = None
 
     def load_video(self, example: dict) -> Any:
-        """Decode one example's span (frames and metadata) for `internalization_inputs`."""
+        """Decode one example's span (frames and metadata) for `internalization_inputs`.
+
+        Args:
+            example: one example dict (`video_path`, and optionally `start`/`end` in seconds).
+
+        Returns:
+            Whatever `video_loader` returns; by default a `(frames, VideoMetadata)` pair.
+
+        Raises:
+            VideoDecodeError: the video cannot be read (the collator then skips the example).
+
+        Example:
+            ```python
+            frames, meta = collator.load_video({"id": "a", "video_path": "a.mp4", "prompt": "Describe the video."})
+            ```
+        """
         if self.video_loader is not None:
             return self.video_loader(example)
         from .data import load_example_video
@@ -103,13 +118,40 @@ class Video2LoraDataCollator:
 
     # ---- text ------------------------------------------------------------------------------------
     def prompt_token_ids(self, prompts: Sequence[str]) -> list[list[int]]:
-        """Each prompt's chat-formatted ids, exactly as `query_inputs` feeds them at answering time."""
+        """Each prompt's chat-formatted ids, exactly as `query_inputs` feeds them at answering time.
+
+        Args:
+            prompts: the questions or instructions.
+
+        Returns:
+            One list of token ids per prompt, without padding.
+
+        Example:
+            ```python
+            collator.prompt_token_ids(["Describe the video."])[0][:4]
+            ```
+        """
         inputs = self.processor.query_inputs(list(prompts))
         ids, mask = inputs["input_ids"], inputs["attention_mask"]
         return [row[m.bool()].tolist() for row, m in zip(ids, mask)]
 
     def target_token_ids(self, example: dict) -> list[int]:
-        """The response ids: the teacher's own tokens when cached, else the tokenized `target_text`."""
+        """The response ids: the teacher's own tokens when cached, else the tokenized `target_text`.
+
+        Args:
+            example: one example dict with `target_token_ids` or `target_text`.
+
+        Returns:
+            Token ids, cut to `max_target_tokens`.
+
+        Raises:
+            ValueError: the example has neither (run `v2l teacher` first).
+
+        Example:
+            ```python
+            collator.target_token_ids({"id": "a", "target_text": "A red circle moves left."})
+            ```
+        """
         cached = example.get("target_token_ids")
         if cached is not None and len(cached):
             return list(cached)[: self.max_target_tokens] if self.max_target_tokens else list(cached)
@@ -118,7 +160,20 @@ class Video2LoraDataCollator:
         return response_token_ids(self.processor.tokenizer, example["target_text"], self.max_target_tokens)
 
     def text_inputs(self, examples: Sequence[dict]) -> dict[str, torch.Tensor]:
-        """Right-padded `input_ids`, `attention_mask` and `labels` (plus teacher top-k when present)."""
+        """Right-padded `input_ids`, `attention_mask` and `labels` (plus teacher top-k when present).
+
+        Args:
+            examples: example dicts with `prompt` and a target (see `target_token_ids`).
+
+        Returns:
+            `[B, T]` tensors; `labels` is `IGNORE_INDEX` outside the response tokens.
+
+        Example:
+            ```python
+            text = collator.text_inputs([{"id": "a", "prompt": "What happens?", "target_text": "It moves."}])
+            text["labels"].shape  # [1, T]
+            ```
+        """
         tokenizer = self.processor.tokenizer
         prompts = self.prompt_token_ids([e["prompt"] for e in examples]) if examples else []
         targets = [self.target_token_ids(e) for e in examples]
@@ -149,7 +204,19 @@ class Video2LoraDataCollator:
 
     # ---- videos ----------------------------------------------------------------------------------
     def context_inputs(self, videos: list) -> dict[str, torch.Tensor]:
-        """The internalization inputs of decoded videos, with the processor's text keys prefixed `context_`."""
+        """The internalization inputs of decoded videos, with the processor's text keys prefixed `context_`.
+
+        Args:
+            videos: decoded videos, as `load_video` returns them.
+
+        Returns:
+            `context_input_ids`, `context_attention_mask`, `pixel_values` and `pixel_attention_mask`.
+
+        Example:
+            ```python
+            inputs = collator.context_inputs([collator.load_video(example)])
+            ```
+        """
         kwargs = {"num_frames": self.num_frames, "longest_edge": self.longest_edge}
         if self.instruction is not None:
             kwargs["instruction"] = self.instruction

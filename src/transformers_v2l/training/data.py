@@ -323,6 +323,18 @@ class SpanSampler:
         """One span of `example`: `(start, end, kind)`; `start = end = None` means the whole video.
 
         Without scenes the span is the full video; with one scene a multi-scene draw becomes full-video.
+
+        Args:
+            example: an example dict; its `id` seeds the draw and its `metadata` may list scenes.
+            draw: the draw index, for several spans of one video.
+
+        Returns:
+            `(start, end, kind)` with `kind` one of `"single_scene"`, `"multi_scene"`, `"full_video"`.
+
+        Example:
+            ```python
+            SpanSampler(seed=0).sample({"id": "a", "metadata": {}}, draw=0)  # (None, None, 'full_video')
+            ```
         """
         rng = self._rng(str(example["id"]), draw)
         kind = rng.choices(SPAN_KINDS, weights=self.mix)[0]

@@ -44,7 +44,20 @@ CONFIG_FILE = "teacher_config.json"
 
 
 def teacher_features():
-    """The `datasets.Features` of a teacher shard (fixed, so shards always concatenate)."""
+    """The `datasets.Features` of a teacher shard (fixed, so shards always concatenate).
+
+    Returns:
+        A `datasets.Features`: the example columns, the teacher's `target_token_ids`, its top-k ids
+        and log-probabilities, and `error` for examples whose video could not be read.
+
+    Raises:
+        MissingDependencyError: `datasets` is not installed (the `training` extra).
+
+    Example:
+        ```python
+        datasets.Dataset.from_list(rows, features=teacher_features())
+        ```
+    """
     datasets = require("datasets", "training", "The teacher job")
     from datasets import List, Value
 
@@ -80,6 +93,12 @@ class TeacherSettings:
         top_k: store this many teacher log-probabilities per generated token (0: none).
         num_frames: frames sampled per span.
         longest_edge: frame resize target in pixels.
+
+    Example:
+        ```python
+        settings = TeacherSettings(base_model="HuggingFaceTB/SmolVLM2-500M-Video-Instruct", batch_size=4, top_k=8)
+        generate_teacher_targets(vlm, processor, rows, "teacher", settings)
+        ```
     """
 
     base_model: str | None = None

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ..errors import require
+from ..errors import VideoDecodeError, require
 from ..injection import inject_lora
 from .collator import IGNORE_INDEX, Video2LoraDataCollator
 from .utils import atomic_write_text
@@ -53,34 +53,45 @@ class Video2LoraTrainingArguments(TrainingArguments):
     """
 
     ce_weight: float = field(default=1.0, metadata={"help": "Weight of the response cross-entropy."})
+    """Weight of the response cross-entropy."""
     kl_weight: float = field(
         default=0.0, metadata={"help": "Weight of KL(teacher || student) on cached teacher top-k log-probs."}
     )
+    """Weight of KL(teacher || student) on cached teacher top-k log-probs."""
     instruction: str | None = field(
         default=None, metadata={"help": "Internalization instruction; None uses the hypernetwork config's."}
     )
+    """Internalization instruction; None uses the hypernetwork config's."""
     num_frames: int | None = field(
         default=None, metadata={"help": "Frames per span; None uses the config's (12)."}
     )
+    """Frames per span; None uses the config's (12)."""
     longest_edge: int | None = field(
         default=None, metadata={"help": "Frame resize target in px; None uses the config's (384)."}
     )
+    """Frame resize target in px; None uses the config's (384)."""
     max_target_tokens: int = field(default=512, metadata={"help": "Responses are cut to this many tokens."})
+    """Responses are cut to this many tokens."""
     eval_num_generations: int = field(
         default=4, metadata={"help": "Validation examples whose generations are written at every evaluation."}
     )
+    """Validation examples whose generations are written at every evaluation."""
     eval_max_new_tokens: int = field(default=64, metadata={"help": "Generation budget of those samples."})
+    """Generation budget of those samples."""
     # `None` first, as in TrainingArguments: HfArgumentParser reads the union in this order
     report_to: None | str | list[str] = field(  # noqa: RUF036
         default="auto",
         metadata={"help": "'auto' logs to tensorboard and/or wandb when installed; or a list."},
     )
+    """Where to log: `"auto"` (tensorboard and/or wandb when installed), or as in `TrainingArguments`."""
     remove_unused_columns: bool = field(
         default=False, metadata={"help": "Kept False: rows are not model inputs."}
     )
+    """Kept False: rows are example dicts for the collator, not model inputs."""
     save_only_model: bool = field(
         default=False, metadata={"help": "Kept False: exact resume needs optimizer state."}
     )
+    """Kept False: an exact resume needs the optimizer and scheduler state."""
 
     def __post_init__(self):
         if self.report_to == "auto":
@@ -204,6 +215,11 @@ class Video2LoraTrainer(Trainer):
 
         `train()` calls this when `args.activation_checkpointing` is set. Non-reentrant checkpointing, so the
         frozen inputs need no gradient; the generated adapters stay injected through backward (see `training_step`).
+
+        Example:
+            ```python
+            trainer.enable_frozen_checkpointing()  # or set `activation_checkpointing=True` in the arguments
+            ```
         """
         self.hypernetwork.vlm.activation_checkpointing_enable(
             activation_checkpointing_kwargs={"use_reentrant": False}
@@ -211,7 +227,23 @@ class Video2LoraTrainer(Trainer):
         self._checkpoint_frozen = True
 
     def train(self, resume_from_checkpoint: str | bool | None = None, **kwargs):
-        """`Trainer.train`, where `resume_from_checkpoint=True` picks the newest *complete* checkpoint."""
+        """`Trainer.train`, where `resume_from_checkpoint=True` picks the newest *complete* checkpoint.
+
+        A checkpoint is complete once every process finished writing it (it holds `v2l_training_state.json`).
+
+        Args:
+            resume_from_checkpoint: a checkpoint folder, `True` for the newest complete one under
+                `args.output_dir` (or a fresh start when there is none), or `None`.
+            **kwargs: passed to `Trainer.train`.
+
+        Returns:
+            The `TrainOutput` of `Trainer.train`.
+
+        Example:
+            ```python
+            trainer.train(resume_from_checkpoint=True)  # `v2l train ... --resume_from_checkpoint last`
+            ```
+        """
         if resume_from_checkpoint is True:
             resume_from_checkpoint = find_resumable_checkpoint(self.args.output_dir)
             if resume_from_checkpoint is None:
@@ -230,7 +262,24 @@ class Video2LoraTrainer(Trainer):
 
     # ---- loss --------------------------------------------------------------------------------------
     def get_batch_samples(self, epoch_iterator, num_batches: int, device: torch.device):
-        """Prefetch one optimizer step of micro-batches; count response tokens and skipped videos globally."""
+        """Prefetch one optimizer step of micro-batches; count response tokens and skipped videos globally.
+
+        Called by `Trainer` once per optimizer step; the token count normalizes the loss (see `compute_loss`).
+
+        Args:
+            epoch_iterator: the training dataloader's iterator.
+            num_batches: micro-batches per optimizer step (the gradient accumulation steps).
+            device: where the counts are reduced across processes.
+
+        Returns:
+            `(batches, num_items_in_batch)`: the micro-batches and the response tokens of the whole
+            step over all processes (at least 1).
+
+        Example:
+            ```python
+            batches, tokens = trainer.get_batch_samples(iter(trainer.get_train_dataloader()), 2, trainer.args.device)
+            ```
+        """
         batches = []
         for _ in range(num_batches):
             try:
@@ -239,10 +288,17 @@ class Video2LoraTrainer(Trainer):
                 break
         tokens = sum(int((b["labels"][:, 1:] != IGNORE_INDEX).sum()) for b in batches)
         skipped = sum(int(b["num_skipped"]) for b in batches)
-        counts = torch.tensor([tokens, skipped], dtype=torch.long, device=device)
+        kept = sum(len(b["example_ids"]) for b in batches)
+        counts = torch.tensor([tokens, skipped, kept], dtype=torch.long, device=device)
         if self.accelerator.num_processes > 1:  # every rank agrees on the counts, so none waits for another
             counts = self.accelerator.reduce(counts, reduction="sum")
         self.skipped_videos += int(counts[1])
+        if self.state.global_step == 0 and int(counts[2]) == 0 and int(counts[1]) > 0:
+            raise VideoDecodeError(
+                f"None of the {int(counts[1])} videos of the first training step could be read (the warnings above "
+                "say why). Check the dataset's `video_path` column; relative paths resolve against `data_root` "
+                "(or the manifest's folder when it is not set)."
+            )
         return batches, counts[0].clamp(min=1)
 
     def _context_features(self, inputs: dict) -> tuple[torch.Tensor, torch.Tensor]:
@@ -292,7 +348,21 @@ class Video2LoraTrainer(Trainer):
     _adapter_scope: contextlib.ExitStack | None = None
 
     def training_step(self, model, inputs: dict, num_items_in_batch=None) -> torch.Tensor:
-        """`Trainer.training_step` with the generated adapters injected through forward *and* backward."""
+        """`Trainer.training_step` with the generated adapters injected through forward *and* backward.
+
+        Args:
+            model: the (possibly wrapped) hypernetwork.
+            inputs: one collated micro-batch from `Video2LoraDataCollator`.
+            num_items_in_batch: the step's global response-token count from `get_batch_samples`.
+
+        Returns:
+            The detached loss of the micro-batch.
+
+        Example:
+            ```python
+            loss = trainer.training_step(trainer.model, batch, num_items_in_batch=tokens)
+            ```
+        """
         with contextlib.ExitStack() as scope:
             self._adapter_scope = scope
             try:
@@ -313,7 +383,22 @@ class Video2LoraTrainer(Trainer):
         return sum(t.sum() for t in [*output.lora_A.values(), *output.lora_B.values()]) * 0.0
 
     def compute_loss(self, model, inputs: dict, return_outputs: bool = False, num_items_in_batch=None):
-        """`(ce_weight * CE + kl_weight * KL)` summed over response tokens / the step's global token count."""
+        """`(ce_weight * CE + kl_weight * KL)` summed over response tokens / the step's global token count.
+
+        Args:
+            model: the (possibly wrapped) hypernetwork.
+            inputs: one collated micro-batch from `Video2LoraDataCollator`.
+            return_outputs: also return the generated adapters.
+            num_items_in_batch: the step's global response-token count; `None` divides by this batch's count.
+
+        Returns:
+            The loss, or `(loss, Video2LoraOutput)` with `return_outputs=True`.
+
+        Example:
+            ```python
+            loss = trainer.compute_loss(trainer.model, batch)
+            ```
+        """
         if inputs["input_ids"].shape[0] == 0:
             loss = self._zero_loss(model)
             return (loss, None) if return_outputs else loss
@@ -329,9 +414,33 @@ class Video2LoraTrainer(Trainer):
         return (loss, adapters) if return_outputs else loss
 
     def floating_point_ops(self, inputs: dict) -> int:
+        """Report no FLOPs: `Trainer`'s estimate counts model inputs, which these batches are not.
+
+        Args:
+            inputs: a collated batch (unused).
+
+        Returns:
+            `0`.
+
+        Example:
+            ```python
+            trainer.floating_point_ops(batch)  # 0
+            ```
+        """
         return 0
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        """`Trainer.log`, adding `skipped_videos` (unreadable videos so far) to every training-loss entry.
+
+        Args:
+            logs: the metrics to log.
+            start_time: the training start time, for speed metrics.
+
+        Example:
+            ```python
+            trainer.log({"loss": 1.25})  # logs {"loss": 1.25, "skipped_videos": 0}
+            ```
+        """
         if "loss" in logs:
             logs["skipped_videos"] = self.skipped_videos
         super().log(logs, start_time)
@@ -342,8 +451,19 @@ class Video2LoraTrainer(Trainer):
     ) -> dict[str, float]:
         """Token-level CE of the validation set, plus sample generations written to `<output_dir>/generations/`.
 
+        Args:
+            eval_dataset: the examples; defaults to the trainer's `eval_dataset`.
+            ignore_keys: unused (kept for `Trainer` compatibility).
+            metric_key_prefix: the prefix of the metric names.
+
         Returns:
             `{f"{prefix}_loss", f"{prefix}_tokens", f"{prefix}_skipped_videos"}`.
+
+        Example:
+            ```python
+            metrics = trainer.evaluate()
+            metrics["eval_loss"]
+            ```
         """
         dataset = eval_dataset if eval_dataset is not None else self.eval_dataset
         dataloader = self.get_eval_dataloader(dataset)
@@ -377,7 +497,21 @@ class Video2LoraTrainer(Trainer):
 
     @torch.no_grad()
     def generate_answers(self, inputs: dict, max_new_tokens: int) -> list[str]:
-        """Greedy answers of the adapted model to each row's prompt (no visual tokens in context)."""
+        """Greedy answers of the adapted model to each row's prompt (no visual tokens in context).
+
+        Args:
+            inputs: a collated batch on the trainer's device (videos and prompts).
+            max_new_tokens: the generation budget per answer.
+
+        Returns:
+            One answer per row.
+
+        Example:
+            ```python
+            batch = trainer.data_collator([val[0], val[1]])
+            trainer.generate_answers(trainer._prepare_inputs(batch), max_new_tokens=32)
+            ```
+        """
         hn = self.hypernetwork
         processor = self.processing_class
         features, mask = self._context_features(inputs)
@@ -395,7 +529,20 @@ class Video2LoraTrainer(Trainer):
         ]
 
     def write_generations(self, dataset, filename: str) -> Path:
-        """Write `{id, prompt, target, generation}` lines for the first validation examples, atomically."""
+        """Write `{id, prompt, target, generation}` lines for the first validation examples, atomically.
+
+        Args:
+            dataset: the validation examples; the first `args.eval_num_generations` are used.
+            filename: the file name under `<output_dir>/generations/`.
+
+        Returns:
+            The path of the JSONL file.
+
+        Example:
+            ```python
+            trainer.write_generations(val, "manual.jsonl")
+            ```
+        """
         count = min(self.args.eval_num_generations, len(dataset))
         rows = []
         batch_size = self.args.per_device_eval_batch_size

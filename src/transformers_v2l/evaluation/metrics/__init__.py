@@ -68,6 +68,12 @@ def normalize_tokens(text: str) -> list[str]:
 
     Returns:
         `list[str]`: The normalized tokens, in order.
+
+    Example:
+        ```python
+        >>> normalize_tokens("The Red car!")
+        ['red', 'car']
+        ```
     """
     return normalize_answer(text).split()
 
@@ -136,6 +142,12 @@ def exact_match_score(prediction: str, references: str | Sequence[str]) -> float
 
     Returns:
         `float`: 1.0 or 0.0.
+
+    Example:
+        ```python
+        >>> exact_match_score("The red car.", ["red car", "a blue car"])
+        1.0
+        ```
     """
     pred = normalize_answer(prediction)
     return float(any(pred == normalize_answer(ref) for ref in _as_references(references)))
@@ -150,6 +162,12 @@ def mean_token_f1(predictions: Sequence[str], references: Sequence[str | Sequenc
 
     Returns:
         `float`: The mean of `token_f1_score` over examples.
+
+    Example:
+        ```python
+        >>> round(mean_token_f1(["a red car", "blue"], [["red car"], "a blue bike"]), 4)
+        0.8333
+        ```
     """
     if len(predictions) != len(references):
         raise ValueError(
