@@ -216,7 +216,8 @@ def train_hypernetwork(work: Path, cfg: RecipeConfig) -> tuple[Video2LoraHyperne
     collator = CachedFeatureCollator(processor, num_frames=cfg.num_frames, longest_edge=cfg.image_size)
     if (out / "model.safetensors").exists():
         hn = Video2LoraHypernetwork.from_pretrained(out, base_model=base, processor=processor)
-        return hn, json.loads((out / "validation_losses.json").read_text())
+        losses_path = out / "validation_losses.json"  # not shipped with the packaged model
+        return hn, json.loads(losses_path.read_text()) if losses_path.exists() else {}
     hn = build_hypernetwork(cfg, base, work, processor)
     log(
         f"hypernetwork: {sum(p.numel() for p in hn.parameters()) / 1e6:.2f}M parameters, features {tuple(features.shape)}"

@@ -62,9 +62,12 @@ class RecipeConfig:
     base_batch: int = 16  # clips per step, each with all its tasks
     base_lr: float = 2e-3
     aux_weight: float = 1.0  # dense per-cell color/shape target on the connector output (training only)
-    # "reasoned": questions are answered "<description> Answer: <answer>"; "direct": the answer alone
-    qa_format: str = "reasoned"
-    text_only_tasks: int = 2  # per clip and step: a reasoned answer read from a given description, no video
+    # "direct": questions are answered with the answer alone (the shipped model); "reasoned":
+    # "<description> Answer: <answer>", an experiment measured in docs/results.md
+    qa_format: str = "direct"
+    text_only_tasks: int = (
+        0  # reasoned only: per clip and step, an answer read from a given description, no video
+    )
     # hypernetwork (steps 3-4)
     lora_rank: int = 8
     latent_size: int = 128
@@ -178,7 +181,7 @@ def chat(user_text: str, answer: str | None = None) -> str:
 def build_tokenizer(cfg: RecipeConfig):
     from transformers_v2l.testing import build_tiny_tokenizer
 
-    corpus = toy_world.corpus(tuple(cfg.caption_styles.split(",")))
+    corpus = toy_world.corpus(tuple(cfg.caption_styles.split(",")), answer_marker=cfg.qa_format == "reasoned")
     header = video_prompt_text(list(range(0, 16, 2)), 2.0, 8.0, 1).replace("<image>", "")
     corpus += [header] * 50 + [f"Frame from 00:{s:02d}: 0:00:{s:02d}" for s in range(16)] * 20
     corpus += ["Internalize this video for later captioning.", "User: Assistant:"] * 50

@@ -353,7 +353,8 @@ def plot_long_video(results: dict[str, Any], path: str | Path) -> Path:
     ax_rss.set_ylabel("resident set size (GiB)")
     for ax in (ax_time, ax_rss):
         ax.legend(fontsize=7)
-    fig.suptitle(f"{results['preset']}: long-video internalization (CPU, 2 threads)")
+    threads = results.get("settings", {}).get("threads", results["machine"].get("torch_threads"))
+    fig.suptitle(f"{results['preset']}: long-video internalization (CPU, {threads} thread(s))")
     return save_figure(fig, path)
 
 
@@ -401,7 +402,8 @@ def run_long_video(
         "preset": name,
         "machine": machine_info(),
         "settings": {"video": str(video), "total_frames": total_frames, "chunk_frames": chunk_frames,
-                     "longest_edge": longest_edge, "memory_cap_gib": memory_cap_gib},
+                     "longest_edge": longest_edge, "memory_cap_gib": memory_cap_gib,
+                     "threads": int(os.environ.get("V2L_BENCH_THREADS", "2"))},
         "direct": [],
     }  # fmt: skip
     common = {"video": str(video), "preset": preset, "longest_edge": longest_edge, "tiny": tiny}

@@ -383,11 +383,12 @@ def sample_clip(seed: int, split: str = "train", index: int | None = None) -> To
     )  # pragma: no cover
 
 
-def corpus(caption_styles: tuple[str, ...] = ("video",)) -> list[str]:
+def corpus(caption_styles: tuple[str, ...] = ("video",), *, answer_marker: bool = False) -> list[str]:
     """Every word and phrase the world's text can contain, for training a tokenizer.
 
     Args:
         caption_styles: the caption styles in use (their prompts and phrasing are added).
+        answer_marker: also add the `Answer:` marker of reasoned answers.
 
     Returns:
         Lines of text.
@@ -400,7 +401,8 @@ def corpus(caption_styles: tuple[str, ...] = ("video",)) -> list[str]:
     extra = any(style != "video" for style in caption_styles)
     prompts = [CAPTION_STYLES[s] for s in CAPTION_STYLES if s in caption_styles or s == "video"]
     lines = [*prompts, "How many objects are there?", "stays still", "does not move", "First", "then"]
-    lines += [f"{ANSWER_MARKER} {word}" for word in (*COLORS, *SHAPES, *NUMBER_WORDS)]
+    if answer_marker:  # reasoned answers: "<description> Answer: <answer>"
+        lines += [f"{ANSWER_MARKER} {word}" for word in (*COLORS, *SHAPES, *NUMBER_WORDS)]
     for color in COLORS:
         for shape in SHAPES:
             lines += [
