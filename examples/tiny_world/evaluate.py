@@ -163,8 +163,9 @@ def _halves(path: str, out_dir: Path) -> tuple[Path, Path]:
 def final_answers(outputs_path: Path, out_path: Path) -> Path:
     """Copy the generations, replacing each QA output by its short answer (raw text kept as `raw_output`).
 
-    The tiny-world base model describes the video before it answers (`"... Answer: red"`); scoring the
-    answer alone is what the paper's QA judge does with a long output.
+    A base model trained with `qa_format=reasoned` describes the video before it answers (`"... Answer: red"`);
+    scoring the answer alone is what the paper's QA judge does with a long output. Direct answers are kept as
+    they are.
     """
     tmp = out_path.with_suffix(".tmp")
     with open(outputs_path) as src, open(tmp, "w") as dst:

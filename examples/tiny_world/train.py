@@ -65,9 +65,8 @@ class RecipeConfig:
     # "direct": questions are answered with the answer alone (the shipped model); "reasoned":
     # "<description> Answer: <answer>", an experiment measured in docs/results.md
     qa_format: str = "direct"
-    text_only_tasks: int = (
-        0  # reasoned only: per clip and step, an answer read from a given description, no video
-    )
+    # reasoned only: per clip and step, questions answered from a given description, without video
+    text_only_tasks: int = 0
     # hypernetwork (steps 3-4)
     lora_rank: int = 8
     latent_size: int = 128
@@ -303,9 +302,8 @@ class PackedTasks:
             position_ids[i, :n], segment_t[i, :n] = torch.tensor(positions), torch.tensor(segments)
         causal = torch.ones(width, width, dtype=torch.bool).tril()
         same = segment_t[:, :, None] == segment_t[:, None, :]
-        to_prefix = (segment_t[:, None, :] == 0) & (
-            segment_t[:, :, None] >= 0
-        )  # video segments see the video
+        # video segments (ids > 0) see the video prefix; text-only segments (ids < 0) and padding do not
+        to_prefix = (segment_t[:, None, :] == 0) & (segment_t[:, :, None] >= 0)
         mask = (causal & (same | to_prefix)) | torch.eye(
             width, dtype=torch.bool
         )  # padding rows see themselves

@@ -138,7 +138,7 @@ def run_demo(args: argparse.Namespace) -> int:
         write_video(clip.frames, path)
         adapter, internalize_seconds = _timed(hn.internalize, str(path))
         questions = _pick_questions(clip.qa, getattr(args, "num_questions", 3))
-        max_new = getattr(args, "max_new_tokens", 48)
+        max_new = getattr(args, "max_new_tokens", 32)
         print(f"Clip {clip.id} (seed {seed}): {len(clip.frames)} frames, {clip.frames.shape[2]}x{clip.frames.shape[1]} px, "
               f"saved as {path.name}" + (f" -> {path}" if getattr(args, "save_video", None) else ""))  # fmt: skip
         print(f"Ground-truth caption: {clip.caption}")
@@ -159,7 +159,7 @@ def run_demo(args: argparse.Namespace) -> int:
                 ("Video2LoRA, no video  ", v2l_answer, v2l_ttft),
             ):
                 print(f"   {label}: {final_answer(text):<24} (time to first token {ttft * 1000:6.1f} ms)")
-                if final_answer(text) != text:  # the tiny model describes the clip before it answers
+                if final_answer(text) != text:  # a reasoned answer: "<description> Answer: <answer>"
                     print(f"      full answer: {text}")
             print()
         caption_v2l = hn.answer(adapter, "Describe the video.", max_new_tokens=48)
@@ -195,7 +195,7 @@ def add_demo_subparser(subparsers) -> argparse.ArgumentParser:
     )
     parser.add_argument("--seed", type=int, default=0, help="Seed of the generated test clip.")
     parser.add_argument("--num-questions", type=int, default=3)
-    parser.add_argument("--max-new-tokens", type=int, default=48)
+    parser.add_argument("--max-new-tokens", type=int, default=32)
     parser.add_argument("--model-dir", help="A tiny-world model folder (default: the one in the package).")
     parser.add_argument("--save-video", help="Also keep the generated clip at this path.")
     parser.add_argument(
