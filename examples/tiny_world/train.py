@@ -349,6 +349,11 @@ def image_seq_len(cfg: RecipeConfig) -> int:
     return (cfg.image_size // cfg.patch_size) ** 2 // cfg.scale_factor**2
 
 
+def _captions(rows: list[dict]) -> dict[str, str]:
+    """`{clip_id: caption}` of a manifest's caption rows."""
+    return {r["metadata"]["clip_id"]: r["target_text"] for r in rows if r["id"].endswith("-caption")}
+
+
 def clip_tasks(rows: list[dict], qa_format: str = "direct") -> dict[str, list[tuple[str, str]]]:
     """`{clip_id: [(prompt, target), ...]}` with the caption first.
 
@@ -357,7 +362,7 @@ def clip_tasks(rows: list[dict], qa_format: str = "direct") -> dict[str, list[tu
     if qa_format not in ("direct", "reasoned"):
         raise ValueError(f"qa_format must be 'direct' or 'reasoned', not {qa_format!r}")
     tasks: dict[str, list[tuple[str, str]]] = {}
-    captions = {r["metadata"]["clip_id"]: r["target_text"] for r in rows if r["id"].endswith("-caption")}
+    captions = _captions(rows)
     for row in rows:
         target = row["target_text"]
         if row["task_type"] == "qa" and qa_format == "reasoned":
@@ -366,16 +371,21 @@ def clip_tasks(rows: list[dict], qa_format: str = "direct") -> dict[str, list[tu
     return tasks
 
 
-def text_only_tasks(
-    rows: list[dict], clip_ids, count: int, rng: np.random.Generator
-) -> list[list[tuple[str, str, str]]]:
-    """`count` random `(question, caption, answer)` of each clip, for text-only reasoned answers."""
+def text_only_questions(rows: list[dict]) -> dict[str, list[tuple[str, str, str]]]:
+    """`{clip_id: [(question, caption, answer), ...]}`: the material of text-only reasoned answers."""
+    captions = _captions(rows)
     by_clip: dict[str, list[tuple[str, str, str]]] = {}
-    captions = {r["metadata"]["clip_id"]: r["target_text"] for r in rows if r["id"].endswith("-caption")}
     for r in rows:
         if r["task_type"] == "qa":
             clip = r["metadata"]["clip_id"]
             by_clip.setdefault(clip, []).append((r["prompt"], captions[clip], r["target_text"]))
+    return by_clip
+
+
+def sample_text_tasks(
+    by_clip: dict[str, list[tuple[str, str, str]]], clip_ids, count: int, rng: np.random.Generator
+) -> list[list[tuple[str, str, str]]]:
+    """`count` random `(question, caption, answer)` of each clip in `clip_ids`."""
     out = []
     for clip in clip_ids:
         options = by_clip.get(clip, [])
@@ -398,7 +408,8 @@ def train_base(work: Path, cfg: RecipeConfig, manifests: dict[str, Path]) -> Pat
     train = load_frames(work, "train")
     train_rows = toy_world.read_manifest(manifests["train"])
     tasks = clip_tasks(train_rows, cfg.qa_format)
-    text_rows = train_rows if cfg.qa_format == "reasoned" and cfg.text_only_tasks > 0 else []
+    reading = cfg.qa_format == "reasoned" and cfg.text_only_tasks > 0
+    text_questions = text_only_questions(train_rows) if reading else {}  # indexed once, sampled every step
     prefix = video_prompt_text(
         list(train["indices"]), float(train["fps"]), float(train["duration"]), image_seq_len(cfg)
     )
@@ -433,8 +444,8 @@ def train_base(work: Path, cfg: RecipeConfig, manifests: dict[str, Path]) -> Pat
     for step in range(cfg.base_steps):
         batch = rng.choice(len(ids), size=cfg.base_batch, replace=False)
         text_tasks = (
-            text_only_tasks(text_rows, [ids[i] for i in batch], cfg.text_only_tasks, rng)
-            if text_rows
+            sample_text_tasks(text_questions, [ids[i] for i in batch], cfg.text_only_tasks, rng)
+            if reading
             else None
         )
         inputs = packer.batch([tasks[ids[i]] for i in batch], text_tasks)
