@@ -20,6 +20,7 @@ from transformers_v2l.benchmarks import (
     batched,
     common,
     diagnostics,
+    internalization,
     long_video,
     sweep,
     token_load,
@@ -142,6 +143,24 @@ def test_query_conditions_and_amortized(setup, tmp_path):
     out = amortized.run_amortized(measurement=result, setup=setup, out_dir=tmp_path, verbose=False)
     assert (tmp_path / "amortized_tiny.json").exists() and (tmp_path / "amortized_tiny.png").exists()
     assert out["amortized"]["questions"] == [1, 5, 10, 15]
+
+
+def test_internalization_stages(setup, tmp_path):
+    out = internalization.run_internalization(
+        setup=setup, num_frames=2, longest_edge=64, repeats=1, warmup=0, out_dir=tmp_path, verbose=False
+    )
+    assert (tmp_path / "internalization_tiny.json").exists() and (
+        tmp_path / "internalization_tiny.png"
+    ).exists()
+    ratios, medians = out["ratios"], out["medians"]
+    assert set(internalization.INTERNALIZATION_STAGES) <= set(medians)
+    assert ratios["floor"] == pytest.approx(
+        (medians["extract_features"] + medians["input_projection"]) / medians["video_in_context"]
+    )
+    assert (
+        out["tokens"]["internalization"] > 0
+        and out["settings"]["num_layers"] == setup.vlm.config.text_config.num_hidden_layers
+    )
 
 
 def test_amortized_arithmetic():

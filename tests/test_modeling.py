@@ -152,22 +152,54 @@ def test_unbound_config_binds_to_the_given_base_model(tiny_vlm):
         Video2LoraHypernetwork(Video2LoraConfig(**TINY_HYPERNET))
 
 
-def test_grouped_query_attention_matches_repeated_key_value_heads():
+@pytest.mark.parametrize("num_queries, absorbed", [(2, True), (40, False)])
+def test_attention_matches_repeated_key_value_heads_over_context_and_latents(num_queries, absorbed):
     config = Video2LoraConfig(
         latent_size=32, num_attention_heads=4, num_key_value_heads=2, attention_head_dim=8, lora_rank=2
     )
     attention = Video2LoraAttention(config)
+    assert attention.absorbs_context(num_queries) is absorbed  # both code paths are exercised
     torch.manual_seed(0)
-    latents, source = torch.randn(3, 5, 32), torch.randn(3, 7, 32)
+    k = num_queries
+    latents, context, scale = torch.randn(3, k, 32), torch.randn(3, 7, 32), torch.rand(32) + 0.5
     mask = torch.ones(3, 7, dtype=torch.bool)
     mask[1, 4:] = False
-    got = attention(latents, source, mask)
+    got = attention(latents, context, mask, context_scale=scale)
 
-    # reference: repeat each key/value head for its group of query heads, one head at a time
-    q = attention.q_proj(latents).view(3, 5, 4, 8).transpose(1, 2)  # [N, h, K, d]
-    keys = attention.k_proj(source).view(3, 7, 2, 8).transpose(1, 2).repeat_interleave(2, dim=1)
-    values = attention.v_proj(source).view(3, 7, 2, 8).transpose(1, 2).repeat_interleave(2, dim=1)
+    # reference: keys and values of [scale * context; latents], each key/value head repeated for its group
+    source = torch.cat([context * scale, latents], dim=1)  # [N, S + K, D]
+    key_mask = torch.cat([mask, torch.ones(3, k, dtype=torch.bool)], dim=1)
+    q = attention.q_proj(latents).view(3, k, 4, 8).transpose(1, 2)  # [N, h, K, d]
+    keys = attention.k_proj(source).view(3, 7 + k, 2, 8).transpose(1, 2).repeat_interleave(2, dim=1)
+    values = attention.v_proj(source).view(3, 7 + k, 2, 8).transpose(1, 2).repeat_interleave(2, dim=1)
     scores = (q @ keys.transpose(2, 3)) / 8**0.5
-    scores = scores.masked_fill(~mask[:, None, None, :], float("-inf"))
-    expected = attention.o_proj((scores.softmax(-1) @ values).transpose(1, 2).reshape(3, 5, 32))
-    torch.testing.assert_close(got, expected, atol=1e-6, rtol=1e-5)
+    scores = scores.masked_fill(~key_mask[:, None, None, :], float("-inf"))
+    expected = attention.o_proj((scores.softmax(-1) @ values).transpose(1, 2).reshape(3, k, 32))
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+    # self-attention: the latents alone
+    self_scores = (q @ keys[:, :, 7:].transpose(2, 3)) / 8**0.5
+    expected_self = attention.o_proj(
+        (self_scores.softmax(-1) @ values[:, :, 7:]).transpose(1, 2).reshape(3, k, 32)
+    )
+    torch.testing.assert_close(attention(latents), expected_self, atol=1e-5, rtol=1e-5)
+
+
+def test_features_are_the_decoder_layer_inputs_and_the_last_layer_is_skipped(tiny_hypernet, tiny_vlm):
+    ids = torch.tensor([[5, 9, 12, 40, 41], [7, 8, 9, 0, 0]])
+    mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]])
+    with torch.no_grad():
+        reference = tiny_vlm.model(
+            input_ids=ids, attention_mask=mask, output_hidden_states=True
+        ).hidden_states
+    layers = tiny_hypernet.backbone.decoder_layers()
+    calls = []
+    handle = layers[-1].mlp.register_forward_hook(lambda *args: calls.append(1))
+    try:
+        features, _ = tiny_hypernet.extract_features(input_ids=ids, attention_mask=mask)
+    finally:
+        handle.remove()
+    assert calls == []  # the last layer's output is not a feature: it never runs
+    assert features.shape[1] == len(layers) == len(reference) - 1
+    for layer in range(len(layers)):
+        torch.testing.assert_close(features[:, layer], reference[layer], atol=0, rtol=0)
+    assert all(not layer._forward_pre_hooks for layer in layers)  # the recording hooks are removed

@@ -14,6 +14,7 @@ Adding another VLM family means adding one `Video2LoraBackbone` subclass here an
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import torch
@@ -22,6 +23,10 @@ from torch import nn
 from .errors import AdapterMismatchError
 
 __all__ = ["BACKBONES", "SmolVLMBackbone", "Video2LoraBackbone", "get_backbone", "register_backbone"]
+
+
+class _LayerInputsRecorded(Exception):
+    """Stops a forward pass once the last decoder layer's input is recorded."""
 
 
 class Video2LoraBackbone:
@@ -208,6 +213,46 @@ class Video2LoraBackbone:
             shapes[name] = (linear.in_features, linear.out_features)
         return shapes
 
+    def record_layer_inputs(self, run: Callable[[], Any]) -> list[torch.Tensor]:
+        """The hidden states entering each decoder layer during `run()`, which stops at the last layer.
+
+        The last layer, the final norm and anything after them never run: their outputs are not
+        features, so the pass costs `(L - 1) / L` of the decoder.
+
+        Args:
+            run: calls the model (or the part of it that holds the decoder layers) once.
+
+        Returns:
+            `L` tensors `[B, S, H]`, in layer order.
+
+        Example:
+            ```python
+            backbone = get_backbone(vlm)
+            inputs = backbone.record_layer_inputs(lambda: vlm.model(**tensors, use_cache=False))
+            ```
+        """
+        layers = self.decoder_layers()
+        captured: list[torch.Tensor] = []
+
+        def record(module, args, kwargs):
+            captured.append(args[0] if args else kwargs["hidden_states"])  # [B, S, H]
+            if len(captured) == len(layers):
+                raise _LayerInputsRecorded
+
+        handles = [layer.register_forward_pre_hook(record, with_kwargs=True) for layer in layers]
+        try:
+            run()
+        except _LayerInputsRecorded:
+            pass
+        finally:
+            for handle in handles:
+                handle.remove()
+        if len(captured) != len(layers):
+            raise RuntimeError(
+                f"Expected the inputs of {len(layers)} decoder layers, recorded {len(captured)}."
+            )
+        return captured
+
     def extract_features(self, **inputs) -> tuple[torch.Tensor, torch.Tensor]:
         """Residual stream entering each decoder layer, and its attention mask.
 
@@ -327,7 +372,7 @@ class SmolVLMBackbone(Video2LoraBackbone):
         return {name: table[name] for name in sorted(target_modules)}
 
     def extract_features(self, **inputs) -> tuple[torch.Tensor, torch.Tensor]:
-        """Run the inner `SmolVLMModel` once (no LM head) and keep the input of every decoder layer.
+        """Run the inner `SmolVLMModel` up to its last decoder layer and keep the input of every layer.
 
         Args:
             **inputs: the processor's outputs (`input_ids`, `attention_mask`, `pixel_values`,
@@ -345,14 +390,7 @@ class SmolVLMBackbone(Video2LoraBackbone):
         pixel_values = inputs.get("pixel_values")
         if pixel_values is not None:
             inputs["pixel_values"] = pixel_values.to(self.model.dtype)
-        outputs = inner(**inputs, output_hidden_states=True, use_cache=False, return_dict=True)
-        hidden_states = outputs.hidden_states  # L + 1 entries: layer inputs 0..L-1, then the final norm
-        num_layers = self.num_layers
-        kept = (
-            hidden_states[:num_layers]
-            if len(hidden_states) == num_layers + 1
-            else hidden_states[-num_layers:]
-        )
+        kept = self.record_layer_inputs(lambda: inner(**inputs, use_cache=False, return_dict=True))
         features = torch.stack(kept, dim=1)  # [B, L, S, H]
         mask = inputs.get("attention_mask")
         if mask is None:

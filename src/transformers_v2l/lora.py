@@ -10,9 +10,7 @@ adds `s * (x @ A[l].T) @ B[l]` to its output. On disk it is a plain PEFT LoRA ad
 from __future__ import annotations
 
 import json
-import math
 import os
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,8 +20,7 @@ import torch
 from peft import LoraConfig
 from safetensors.torch import load_file, save_file
 
-from . import adapter_ops
-from .backbones import BACKBONES, backbone_class
+from . import adapter_ops, peft_state_dict
 from .configuration_generated_lora import GeneratedLoraConfig
 from .errors import AdapterMismatchError
 
@@ -32,8 +29,6 @@ __all__ = ["GeneratedLora", "GeneratedLoraConfig", "stack_adapters"]
 CONFIG_NAME = "adapter_config.json"
 WEIGHTS_NAME = "adapter_model.safetensors"
 CARD_NAME = "README.md"
-_PEFT_PREFIX = "base_model.model."
-_KEY = re.compile(r"^(?P<path>.+)\.lora_(?P<which>[AB])\.weight$")
 
 
 def _validate_tensors(adapter: GeneratedLora) -> None:
@@ -204,14 +199,7 @@ class GeneratedLora:
             sd["base_model.model.model.text_model.layers.0.mlp.down_proj.lora_B.weight"].shape  # [d_out, R]
             ```
         """
-        backbone = backbone_class(self.base_model_type)
-        state = {}
-        for module in self.target_modules:
-            for layer in range(self.num_layers):
-                key = f"{_PEFT_PREFIX}{backbone.module_path(layer, module)}"
-                state[f"{key}.lora_A.weight"] = self.lora_A[module][layer].clone()  # no shared storage
-                state[f"{key}.lora_B.weight"] = self.lora_B[module][layer].T.contiguous()
-        return state
+        return peft_state_dict.build(self)
 
     @classmethod
     def from_peft_state_dict(
@@ -249,56 +237,8 @@ class GeneratedLora:
             )
             ```
         """
+        lora_A, lora_B, scaling, family = peft_state_dict.parse(state_dict, config, base_model_type)
         cfg = config if isinstance(config, dict) else config.to_dict()
-        peft_type = str(getattr(cfg.get("peft_type"), "value", cfg.get("peft_type")))
-        unsupported = {
-            "peft_type": peft_type not in ("LORA", "None"),
-            "use_dora": bool(cfg.get("use_dora")),
-            "lora_bias": bool(cfg.get("lora_bias")),
-            "modules_to_save": bool(cfg.get("modules_to_save")),
-            "rank_pattern": bool(cfg.get("rank_pattern")),
-            "alpha_pattern": bool(cfg.get("alpha_pattern")),
-        }
-        bad = [f"{k}={cfg.get(k)!r}" for k, v in unsupported.items() if v]
-        if bad:
-            raise AdapterMismatchError(
-                f"This PEFT adapter cannot be used as a generated adapter: {', '.join(bad)}."
-            )
-        paths: dict[str, dict[str, torch.Tensor]] = {}
-        for key, tensor in state_dict.items():
-            match = _KEY.match(key.removeprefix(_PEFT_PREFIX))
-            if match is None:
-                raise AdapterMismatchError(
-                    f"Unexpected tensor {key!r} in a LoRA adapter: expected only '<module>.lora_A.weight' / '.lora_B.weight'."
-                )
-            paths.setdefault(match["path"], {})[match["which"]] = tensor
-        family = base_model_type or _infer_family(list(paths))
-        backbone = backbone_class(family)
-        subpath_to_module = {sub: name for name, sub in backbone.module_subpaths.items()}
-        pattern = re.compile(rf"^{re.escape(backbone.layers_path)}\.(\d+)\.(.+)$")
-        per_module: dict[str, dict[int, tuple[torch.Tensor, torch.Tensor]]] = {}
-        for path, pair in paths.items():
-            match = pattern.match(path)
-            if match is None or match[2] not in subpath_to_module or set(pair) != {"A", "B"}:
-                raise AdapterMismatchError(
-                    f"LoRA weights for {path!r} cannot be used: a generated adapter only targets "
-                    f"{backbone.layers_path}.<i>.<{'|'.join(sorted(subpath_to_module))}> with both lora_A and lora_B."
-                )
-            per_module.setdefault(subpath_to_module[match[2]], {})[int(match[1])] = (pair["A"], pair["B"])
-        lora_A, lora_B = {}, {}
-        for module, layers in per_module.items():
-            missing = sorted(set(range(max(layers) + 1)) - set(layers))
-            if missing:
-                raise AdapterMismatchError(
-                    f"The adapter has no {module} weights for layers {missing}; every layer needs A and B."
-                )
-            lora_A[module] = torch.stack([layers[i][0] for i in range(len(layers))])
-            lora_B[module] = torch.stack([layers[i][1].T for i in range(len(layers))])
-        r, alpha = int(cfg.get("r", 8)), float(cfg.get("lora_alpha", 8))
-        ranks = {m: t.shape[1] for m, t in lora_A.items()}
-        if set(ranks.values()) != {r}:
-            raise AdapterMismatchError(f"adapter_config.json says r={r} but the tensors have ranks {ranks}.")
-        scaling = alpha / math.sqrt(r) if cfg.get("use_rslora") else alpha / r
         return cls(
             lora_A=lora_A,
             lora_B=lora_B,
@@ -633,16 +573,6 @@ class GeneratedLora:
             ```
         """
         adapter_ops.unmerge(model)
-
-
-def _infer_family(paths: list[str]) -> str:
-    for backbone in BACKBONES.values():
-        if any(p.startswith(backbone.layers_path + ".") for p in paths):
-            return backbone.model_types[0]
-    raise AdapterMismatchError(
-        f"Cannot tell which VLM family these LoRA weights are for (first module: {paths[0]!r}); supported decoder paths: "
-        f"{sorted({b.layers_path for b in BACKBONES.values()})}."
-    )
 
 
 def stack_adapters(

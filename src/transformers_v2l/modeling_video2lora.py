@@ -75,7 +75,12 @@ class Video2LoraGatedMLP(nn.Module):
 
 
 class Video2LoraAttention(nn.Module):
-    """Grouped-query attention from latents to a key/value source, with fixed head sizes."""
+    """Grouped-query attention from latents to `[context; latents]` (or to the latents alone).
+
+    When it costs fewer FLOPs (few latent queries, a long context), the key and value projections of
+    the context are absorbed into the queries and the output (`q·(W_k c) = (W_kᵀ q)·c`), so the
+    context tokens are never projected. Both forms compute the same attention.
+    """
 
     def __init__(self, config: Video2LoraConfig):
         super().__init__()
@@ -89,24 +94,73 @@ class Video2LoraAttention(nn.Module):
         self.v_proj = nn.Linear(latent, self.num_kv_heads * self.head_dim, bias=False)
         self.o_proj = nn.Linear(self.num_heads * self.head_dim, latent, bias=False)
 
+    def absorbs_context(self, num_queries: int) -> bool:
+        """Whether absorbing the context projections into `num_queries` queries saves FLOPs."""
+        heads, kv_width, latent = self.num_heads, self.num_kv_heads * self.head_dim, self.k_proj.in_features
+        # per context token, keys and values alike: h·K·D absorbed against g·d·D + h·K·d projected
+        return heads * num_queries * latent < kv_width * latent + heads * num_queries * self.head_dim
+
     def forward(
-        self, latents: torch.Tensor, source: torch.Tensor, key_mask: torch.Tensor | None
+        self,
+        latents: torch.Tensor,
+        context: torch.Tensor | None = None,
+        context_mask: torch.Tensor | None = None,
+        context_scale: torch.Tensor | None = None,
     ) -> torch.Tensor:
         n, k, _ = latents.shape
-        s = source.shape[1]
         g, groups, d = self.num_kv_heads, self.num_heads // self.num_kv_heads, self.head_dim
         # query head h uses key/value head h // groups: group the query heads by their key/value head
-        # instead of repeating keys and values (no [N, h, S', d] copies)
+        # instead of repeating keys and values (no [N, h, S, d] copies)
         q = self.q_proj(latents).view(n, k, g, groups, d).permute(0, 2, 3, 1, 4).reshape(n, g, groups * k, d)
-        keys = self.k_proj(source).view(n, s, g, d).transpose(1, 2)  # [N, g, S', d]
-        values = self.v_proj(source).view(n, s, g, d).transpose(1, 2)  # [N, g, S', d]
-        scores = torch.matmul(q, keys.transpose(2, 3)) * self.scaling  # [N, g, groups * K, S']
-        if key_mask is not None:  # [N, S'] bool, True = attend
-            scores = scores.masked_fill(~key_mask[:, None, None, :], torch.finfo(scores.dtype).min)
-        weights = nn.functional.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype)
-        out = torch.matmul(weights, values)  # [N, g, groups * K, d]
+        keys = self.k_proj(latents).view(n, k, g, d).transpose(1, 2)  # [N, g, K, d]
+        values = self.v_proj(latents).view(n, k, g, d).transpose(1, 2)  # [N, g, K, d]
+        scores = torch.matmul(q, keys.transpose(2, 3))  # [N, g, G * K, K]
+        if context is None:
+            out = torch.matmul(self._softmax(scores), values)  # [N, g, G * K, d]
+        else:
+            # context: [N, S, D], RMS-normalized; context_scale: [D], the norm's weight
+            if context_scale is not None:
+                context_scale = context_scale.to(context.dtype)
+            absorbed = self.absorbs_context(k)
+            context_scores = self._context_scores(q, context, context_scale, absorbed)  # [N, g, G * K, S]
+            if context_mask is not None:  # [N, S] bool, True = attend
+                min_value = torch.finfo(context_scores.dtype).min
+                context_scores = context_scores.masked_fill(~context_mask[:, None, None, :], min_value)
+            weights = self._softmax(torch.cat([context_scores, scores], dim=-1))  # [N, g, G * K, S + K]
+            s = context.shape[1]
+            out = torch.matmul(weights[..., s:], values)  # [N, g, G * K, d]
+            out = out + self._context_output(weights[..., :s], context, context_scale, absorbed)
         out = out.view(n, g, groups, k, d).permute(0, 3, 1, 2, 4).reshape(n, k, -1)  # [N, K, h * d]
         return self.o_proj(out)
+
+    def _softmax(self, scores: torch.Tensor) -> torch.Tensor:
+        return nn.functional.softmax(scores * self.scaling, dim=-1, dtype=torch.float32).to(scores.dtype)
+
+    def _context_scores(self, q, context, scale, absorbed: bool) -> torch.Tensor:
+        n, g, rows, d = q.shape  # q: [N, g, G * K, d]
+        if absorbed:
+            absorbed_q = torch.matmul(q, self._context_weight(self.k_proj, scale))  # [N, g, G * K, D]
+            scores = torch.matmul(absorbed_q.view(n, g * rows, -1), context.transpose(1, 2))  # [N, h * K, S]
+            return scores.view(n, g, rows, -1)
+        scaled = context if scale is None else context * scale
+        keys = self.k_proj(scaled).view(n, -1, g, d).transpose(1, 2)  # [N, g, S, d]
+        return torch.matmul(q, keys.transpose(2, 3))
+
+    def _context_output(self, weights, context, scale, absorbed: bool) -> torch.Tensor:
+        n, g, rows, s = weights.shape  # weights: [N, g, G * K, S]
+        if absorbed:
+            mixed = torch.matmul(weights.reshape(n, g * rows, s), context).view(
+                n, g, rows, -1
+            )  # [N, g, G*K, D]
+            return torch.matmul(mixed, self._context_weight(self.v_proj, scale).transpose(1, 2))
+        scaled = context if scale is None else context * scale
+        values = self.v_proj(scaled).view(n, s, g, self.head_dim).transpose(1, 2)  # [N, g, S, d]
+        return torch.matmul(weights, values)
+
+    def _context_weight(self, proj: nn.Linear, scale: torch.Tensor | None) -> torch.Tensor:
+        """`proj.weight` per key/value head, with the context norm's weight folded in: `[g, d, D]`."""
+        weight = proj.weight.view(self.num_kv_heads, self.head_dim, -1)
+        return weight if scale is None else weight * scale
 
 
 class Video2LoraPerceiverLayer(nn.Module):
@@ -132,18 +186,15 @@ class Video2LoraPerceiverLayer(nn.Module):
         normalized_context: torch.Tensor | None = None,
     ) -> torch.Tensor:
         normed = self.input_latents_norm(latents)  # [N, K, D]
-        source, key_mask = normed, None
+        scale = None
         if self.cross_attention:
             if normalized_context is None:  # the resampler passes it, computed once for all its layers
-                normalized_context = self.input_context_norm.normalize(context)
-            context_normed = (
-                self.input_context_norm.weight * normalized_context
-            )  # = input_context_norm(context)
-            source = torch.cat([context_normed, normed], dim=1)  # [N, S + K, D]
-            if context_mask is not None:
-                latent_keys = context_mask.new_ones(context_mask.shape[0], normed.shape[1])
-                key_mask = torch.cat([context_mask, latent_keys], dim=1)  # [N, S + K]
-        latents = latents + self.post_attention_norm(self.attn(normed, source, key_mask))
+                normalized_context = self.input_context_norm.normalize(context)  # [N, S, D]
+            scale = self.input_context_norm.weight  # input_context_norm(context) = scale * normalized
+        else:
+            normalized_context = context_mask = None
+        attended = self.attn(normed, normalized_context, context_mask, context_scale=scale)
+        latents = latents + self.post_attention_norm(attended)
         return latents + self.post_ff_norm(self.mlp(self.pre_ff_norm(latents)))
 
 

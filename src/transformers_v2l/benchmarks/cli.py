@@ -2,6 +2,7 @@
 
 v2l bench ttft --preset 500m
 v2l bench amortized --preset 500m
+v2l bench internalization --preset 500m
 v2l bench tokens --preset 500m
 v2l bench sweep --preset 500m --frames 8 12 24 48 128 --resolutions 224 384 512
 v2l bench batched --preset 500m
@@ -18,7 +19,7 @@ from pathlib import Path
 
 __all__ = ["BENCHMARKS", "add_bench_subparser", "run_bench"]
 
-BENCHMARKS = ("ttft", "amortized", "tokens", "sweep", "batched", "long-video", "all")
+BENCHMARKS = ("ttft", "amortized", "internalization", "tokens", "sweep", "batched", "long-video", "all")
 
 
 def add_bench_subparser(subparsers) -> argparse.ArgumentParser:
@@ -52,7 +53,10 @@ def add_bench_subparser(subparsers) -> argparse.ArgumentParser:
     )
     parser.add_argument("--warmup", type=int, default=1, help="Untimed warm-up rounds.")
     parser.add_argument(
-        "--frames", type=int, nargs="+", help="Frame count(s): ttft/amortized/tokens use the first."
+        "--frames",
+        type=int,
+        nargs="+",
+        help="Frame count(s): ttft/amortized/internalization/tokens use the first.",
     )
     parser.add_argument("--resolutions", type=int, nargs="+", help="Resolutions in px (ttft, sweep).")
     parser.add_argument("--batch", type=int, default=8, help="batched: questions per batch.")
@@ -94,7 +98,7 @@ def run_bench(args: argparse.Namespace) -> int:
         ```
     """
     from ..errors import require
-    from . import amortized, batched, long_video, sweep, token_load, ttft
+    from . import amortized, batched, internalization, long_video, sweep, token_load, ttft
     from .common import build_setup
 
     name, out_dir, verbose = args.benchmark, Path(args.out_dir), not args.quiet
@@ -105,7 +109,7 @@ def run_bench(args: argparse.Namespace) -> int:
     timing = {"repeats": args.repeats, "warmup": args.warmup, "out_dir": out_dir, "verbose": verbose}
     summary = {}
     setup = None
-    if name in ("ttft", "amortized", "batched", "all"):
+    if name in ("ttft", "amortized", "internalization", "batched", "all"):
         setup = build_setup(args.preset)
     if name in ("ttft", "all"):
         result = ttft.run_ttft(args.preset, resolutions=tuple(args.resolutions or (384, 512)),
@@ -118,6 +122,11 @@ def run_bench(args: argparse.Namespace) -> int:
             args.preset, num_frames=frames[0] if frames else 12, setup=setup, **timing
         )
         summary["amortized"] = result["amortized"]
+    if name in ("internalization", "all"):
+        result = internalization.run_internalization(
+            args.preset, num_frames=frames[0] if frames else 12, setup=setup, **timing
+        )
+        summary["internalization"] = result["ratios"]
     if name in ("batched", "all"):
         result = batched.run_batched(
             args.preset, batch=args.batch, new_tokens=args.new_tokens, setup=setup, **timing
