@@ -22,6 +22,7 @@ from transformers_v2l.benchmarks import (
     diagnostics,
     internalization,
     long_video,
+    models,
     sweep,
     token_load,
     ttft,
@@ -47,7 +48,7 @@ def one_thread():
 
 @pytest.fixture(scope="module")
 def setup():
-    return common.build_setup(tiny=True, dtype=torch.float32)
+    return models.build_setup(tiny=True, dtype=torch.float32)
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +95,7 @@ def test_run_isolated_reports_memory_and_enforces_the_cap(tmp_path):
 # ---- chunked internalization ----------------------------------------------------------------------------
 def test_chunked_internalization_equals_composed_chunk_adapters(setup):
     hn = setup.hypernet
-    video = common.random_video(30, 48, 64)  # arrays count as 1 fps: chunks of 12, 12 and 6 frames
+    video = models.random_video(30, 48, 64)  # arrays count as 1 fps: chunks of 12, 12 and 6 frames
     adapter = internalize_chunked(hn, video, chunk_frames=12, show_progress=False)
     parts = [hn.internalize(video[i : i + 12], num_frames=12) for i in (0, 12, 24)]
     reference = GeneratedLora.compose(parts)

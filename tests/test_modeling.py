@@ -203,3 +203,17 @@ def test_features_are_the_decoder_layer_inputs_and_the_last_layer_is_skipped(tin
     for layer in range(len(layers)):
         torch.testing.assert_close(features[:, layer], reference[layer], atol=0, rtol=0)
     assert all(not layer._forward_pre_hooks for layer in layers)  # the recording hooks are removed
+
+
+def test_inference_input_projection_in_blocks_matches_training_form(tiny_hypernet, monkeypatch):
+    import transformers_v2l.modeling_video2lora as modeling
+
+    config = tiny_hypernet.config
+    rows = torch.randn(3, 7, config.hidden_size)
+    expected = tiny_hypernet.input_projection(rows)  # grad enabled: one block, out-of-place
+    monkeypatch.setattr(modeling, "_PROJECTION_BLOCK_TOKENS", 4)  # 21 tokens: 6 blocks, the last one short
+    with torch.no_grad():
+        got = tiny_hypernet._project_inputs(rows)
+    torch.testing.assert_close(
+        got, expected, atol=1e-6, rtol=1e-5
+    )  # up to the matmul kernels' summation order

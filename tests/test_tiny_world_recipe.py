@@ -90,3 +90,21 @@ def test_demo_runs_offline(capsys):
     assert out.count("ground truth") == 3
     assert out.count("time to first token") == 6
     assert "Video2LoRA" in out
+
+
+def test_dialog_format_asks_after_the_caption_turn(recipe):
+    meta = {"clip_id": "c0"}
+    rows = [
+        {"id": "c0-caption", "task_type": "caption", "prompt": "Describe the video.", "target_text": "A red square.", "metadata": meta},
+        {"id": "c0-qa0", "task_type": "qa", "prompt": "What color is the square?", "target_text": "red", "metadata": meta},
+    ]  # fmt: skip
+    tasks = recipe.clip_tasks(rows, "dialog")["c0"]
+    assert tasks[0] == ("Describe the video.", "A red square.")
+    prompt, target = tasks[1]
+    assert target == "red"
+    assert recipe.chat(prompt) == (
+        "<|im_start|>User: Describe the video.<end_of_utterance>\nAssistant: A red square.<end_of_utterance>\n"
+        "User: What color is the square?<end_of_utterance>\nAssistant:"
+    )  # the standard two-turn chat, with the caption as the first answer
+    with pytest.raises(ValueError, match="qa_format"):
+        recipe.clip_tasks(rows, "chain")

@@ -28,7 +28,7 @@ from transformers_v2l.evaluation import (
     token_f1_score,
 )
 from transformers_v2l.lora import GeneratedLora
-from transformers_v2l.toy_world import CAPTION_PROMPT, final_answer, read_manifest
+from transformers_v2l.toy_world import CAPTION_PROMPT, dialog_prompt, final_answer, read_manifest
 
 MAX_NEW_TOKENS = 48
 BATCH = 32
@@ -178,14 +178,51 @@ def final_answers(outputs_path: Path, out_path: Path) -> Path:
     return out_path
 
 
+def dialog_generation(hn, rows: list[dict], out: Path, settings: dict) -> Path:
+    """Captions first, then every question as a second turn after the same condition's own caption.
+
+    The base model reads its caption of the video in context, Video2LoRA the caption its adapter
+    produced with zero visual tokens; `outputs.jsonl` holds both stages (each question's `prompt` is
+    the whole dialog).
+    """
+    options = {"batch_size": BATCH, "max_new_tokens": MAX_NEW_TOKENS, "settings": settings}
+    first = run_generation(
+        hn, [r for r in rows if r["task"] == "caption"], out / "outputs_captions.jsonl", **options
+    )
+    records = load_outputs(first)
+    clip_of = {r["id"]: r["clip_id"] for r in rows}
+    own = {(r["condition"], clip_of[r["id"]]): r["output"] for r in records if r["id"].endswith("-caption")}
+    parts = [first]
+    for condition in ("base", "v2l"):
+        questions = [
+            {**r, "prompt": dialog_prompt(own[(condition, r["clip_id"])], r["prompt"])}
+            for r in rows
+            if r["task"] == "qa"
+        ]
+        parts.append(
+            run_generation(
+                hn, questions, out / f"outputs_qa_{condition}.jsonl", conditions=[condition], **options
+            )
+        )
+    path, tmp = out / "outputs.jsonl", out / "outputs.jsonl.tmp"
+    with open(tmp, "w") as dst:
+        for part in parts:
+            dst.write(part.read_text())
+    tmp.replace(path)
+    return path
+
+
 def evaluate(work: Path, cfg: RecipeConfig, hn, limit: int | None = None) -> dict:
     """Run every condition on the test split and write `eval/report.md`, `eval/summary.json`."""
     out = work / "eval"
     out.mkdir(parents=True, exist_ok=True)
     rows = benchmark_rows(work, "test", limit)
     start = time.time()
-    outputs_path = run_generation(hn, rows, out / "outputs.jsonl", batch_size=BATCH, max_new_tokens=MAX_NEW_TOKENS,
-                                  settings={"hypernetwork": str(work / "hypernet")})  # fmt: skip
+    if cfg.qa_format == "dialog":
+        outputs_path = dialog_generation(hn, rows, out, settings={"hypernetwork": str(work / "hypernet")})
+    else:
+        outputs_path = run_generation(hn, rows, out / "outputs.jsonl", batch_size=BATCH, max_new_tokens=MAX_NEW_TOKENS,
+                                      settings={"hypernetwork": str(work / "hypernet")})  # fmt: skip
     log(f"base and v2l generations in {time.time() - start:.0f}s")
     outputs_path = final_answers(outputs_path, out / "answers.jsonl")
     report = evaluate_outputs(outputs_path, out, n_resamples=10_000, seed=cfg.seed, plots=False,
@@ -229,22 +266,31 @@ def evaluate(work: Path, cfg: RecipeConfig, hn, limit: int | None = None) -> dic
     while len(adapters) > 1 and np.any(shift == np.arange(len(adapters))):
         shift = rng.permutation(len(adapters))
     conditions = {"v2l": adapters, "wrong_video": [adapters[j] for j in shift]}
-    cond_scores = {name: _caption_scores(hn, ads, refs)[0] for name, ads in conditions.items()}
-    plain = _plain(hn, [CAPTION_PROMPT] * len(refs))
-    cond_scores["no_adapter"] = [token_f1_score(o, ref) for o, ref in zip(plain, refs)]
+    caption_runs = {name: _caption_scores(hn, ads, refs) for name, ads in conditions.items()}
+    cond_scores = {name: run[0] for name, run in caption_runs.items()}
+    plain_captions = _plain(hn, [CAPTION_PROMPT] * len(refs))
+    cond_scores["no_adapter"] = [token_f1_score(o, ref) for o, ref in zip(plain_captions, refs)]
     cond_scores["base"] = scores(captions, "base", "f1")
     summary["controls"] = {name: _mean_ci(vals) for name, vals in cond_scores.items()}
     wrong_qa_adapters = {c["clip_id"]: adapters[shift[i]] for i, c in enumerate(captions)}
+    clip_index = {c["clip_id"]: i for i, c in enumerate(captions)}
+
+    def control_prompts(own_captions: list[str]) -> list[str]:  # dialog: each control reads its own caption
+        if cfg.qa_format != "dialog":
+            return [r["prompt"] for r in questions]
+        return [dialog_prompt(own_captions[clip_index[r["clip_id"]]], r["prompt"]) for r in questions]
+
+    wrong_prompts = control_prompts(caption_runs["wrong_video"][1])
     qa_wrong = []
     for i in range(0, len(questions), BATCH):
         chunk = questions[i : i + BATCH]
         answers = hn.answer(
             [wrong_qa_adapters[r["clip_id"]] for r in chunk],
-            [r["prompt"] for r in chunk],
+            wrong_prompts[i : i + BATCH],
             max_new_tokens=MAX_NEW_TOKENS,
         )
         qa_wrong += [exact_match_score(final_answer(a), r["references"]) for a, r in zip(answers, chunk)]
-    plain = _plain(hn, [r["prompt"] for r in questions])
+    plain = _plain(hn, control_prompts(plain_captions))
     qa_plain = [exact_match_score(final_answer(a), r["references"]) for a, r in zip(plain, questions)]
     summary["controls_qa_em"] = {"base": _mean_ci(scores(questions, "base", "em")), "v2l": _mean_ci(scores(questions, "v2l", "em")),
                                  "wrong_video": _mean_ci(qa_wrong), "no_adapter": _mean_ci(qa_plain)}  # fmt: skip

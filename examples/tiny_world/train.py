@@ -63,7 +63,8 @@ class RecipeConfig:
     base_lr: float = 2e-3
     aux_weight: float = 1.0  # dense per-cell color/shape target on the connector output (training only)
     # "direct": questions are answered with the answer alone (the shipped model); "reasoned":
-    # "<description> Answer: <answer>", an experiment measured in docs/results.md
+    # "<description> Answer: <answer>"; "dialog": a question is the second user turn, after the
+    # model's own answer to the caption prompt (`toy_world.dialog_prompt`). See docs/results.md
     qa_format: str = "direct"
     # reasoned only: per clip and step, questions answered from a given description, without video
     text_only_tasks: int = 0
@@ -357,17 +358,20 @@ def _captions(rows: list[dict]) -> dict[str, str]:
 def clip_tasks(rows: list[dict], qa_format: str = "direct") -> dict[str, list[tuple[str, str]]]:
     """`{clip_id: [(prompt, target), ...]}` with the caption first.
 
-    With `qa_format="reasoned"`, question targets become `"<caption> Answer: <answer>"`.
+    With `qa_format="reasoned"`, question targets become `"<caption> Answer: <answer>"`; with
+    `"dialog"`, question prompts become `dialog_prompt(<caption>, <question>)`.
     """
-    if qa_format not in ("direct", "reasoned"):
-        raise ValueError(f"qa_format must be 'direct' or 'reasoned', not {qa_format!r}")
+    if qa_format not in ("direct", "reasoned", "dialog"):
+        raise ValueError(f"qa_format must be 'direct', 'reasoned' or 'dialog', not {qa_format!r}")
     tasks: dict[str, list[tuple[str, str]]] = {}
     captions = _captions(rows)
     for row in rows:
-        target = row["target_text"]
+        prompt, target = row["prompt"], row["target_text"]
         if row["task_type"] == "qa" and qa_format == "reasoned":
             target = toy_world.reasoned_answer(captions[row["metadata"]["clip_id"]], target)
-        tasks.setdefault(row["metadata"]["clip_id"], []).append((row["prompt"], target))
+        if row["task_type"] == "qa" and qa_format == "dialog":
+            prompt = toy_world.dialog_prompt(captions[row["metadata"]["clip_id"]], prompt)
+        tasks.setdefault(row["metadata"]["clip_id"], []).append((prompt, target))
     return tasks
 
 

@@ -24,6 +24,9 @@ from .inference import Video2LoraInferenceMixin
 
 __all__ = ["Video2LoraHypernetwork", "Video2LoraOutput", "Video2LoraPreTrainedModel"]
 
+#: Tokens per block of the inference-time input projection: small blocks keep its `[tokens, 4H]` intermediates in cache.
+_PROJECTION_BLOCK_TOKENS = 4096
+
 
 @dataclass
 class Video2LoraOutput(ModelOutput):
@@ -71,7 +74,11 @@ class Video2LoraGatedMLP(nn.Module):
         self.down_proj = nn.Linear(size_hidden, size_out, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down_proj(nn.functional.silu(self.gate_proj(x)) * self.up_proj(x))
+        hidden = self.gate_proj(x)
+        if torch.is_grad_enabled():
+            return self.down_proj(nn.functional.silu(hidden) * self.up_proj(x))
+        # inference: the same values, without two more hidden-sized tensors
+        return self.down_proj(nn.functional.silu(hidden, inplace=True).mul_(self.up_proj(x)))
 
 
 class Video2LoraAttention(nn.Module):
@@ -478,7 +485,7 @@ class Video2LoraHypernetwork(Video2LoraInferenceMixin, Video2LoraPreTrainedModel
         mask = None
         if context_attention_mask is not None:
             mask = context_attention_mask.bool().repeat(num_layers, 1)  # [N, S], row n = l * B + b
-        projected = self.input_projection(rows)  # [N, S, D]
+        projected = self._project_inputs(rows)  # [N, S, D]
         encoded = self.encoder(projected, mask)  # [N, Q, D]
         decoded = self.decoder(encoded)  # [N, M * r, D]
         r = config.lora_rank
@@ -521,6 +528,15 @@ class Video2LoraHypernetwork(Video2LoraInferenceMixin, Video2LoraPreTrainedModel
                 **{f"raw_B.{m}": t for m, t in raw_B.items()},
             }
         return Video2LoraOutput(lora_A=lora_A, lora_B=lora_B, intermediates=intermediates)
+
+    def _project_inputs(self, rows: torch.Tensor) -> torch.Tensor:
+        """`input_projection` of `[N, S, H]` rows; at inference in blocks of tokens, so that the
+        `[tokens, 4H]` intermediates stay small (row-wise: the same values, up to summation order)."""
+        if torch.is_grad_enabled():
+            return self.input_projection(rows)
+        flat = rows.reshape(-1, rows.shape[-1])  # [N * S, H]
+        blocks = [self.input_projection(block) for block in flat.split(_PROJECTION_BLOCK_TOKENS)]
+        return torch.cat(blocks).view(*rows.shape[:-1], -1)
 
 
 def _unbound_fields(config: Video2LoraConfig) -> dict:

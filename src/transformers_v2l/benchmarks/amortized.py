@@ -15,16 +15,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .common import (
-    BenchSetup,
-    build_setup,
-    log_progress,
-    machine_info,
-    new_figure,
-    save_figure,
-    set_threads,
-    write_json,
-)
+from .common import log_progress, machine_info, new_figure, save_figure, set_threads, write_json
+from .models import BenchSetup, build_setup
 from .ttft import measure_query_conditions
 
 __all__ = ["AMORTIZED_CONDITIONS", "amortized_ttft", "plot_amortized", "run_amortized"]

@@ -23,9 +23,6 @@ from typing import Any
 import torch
 
 from .common import (
-    BENCH_QUESTION,
-    BenchSetup,
-    build_setup,
     interleaved,
     log_progress,
     machine_info,
@@ -35,9 +32,8 @@ from .common import (
     timed,
     write_json,
 )
-from .common import (
-    ratios as common_ratios,
-)
+from .common import ratios as common_ratios
+from .models import BENCH_QUESTION, BenchSetup, build_setup
 
 __all__ = ["BATCHED_CONDITIONS", "make_adapters", "measure_batched", "plot_batched", "run_batched"]
 

@@ -99,7 +99,7 @@ def run_bench(args: argparse.Namespace) -> int:
     """
     from ..errors import require
     from . import amortized, batched, internalization, long_video, sweep, token_load, ttft
-    from .common import build_setup
+    from .models import build_setup
 
     name, out_dir, verbose = args.benchmark, Path(args.out_dir), not args.quiet
     require("matplotlib", "benchmarks", f"v2l bench {name}")  # before any work: every benchmark plots

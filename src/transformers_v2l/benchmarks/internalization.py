@@ -20,20 +20,8 @@ from typing import Any
 
 import torch
 
-from .common import (
-    BENCH_QUESTION,
-    BenchSetup,
-    build_setup,
-    first_token,
-    interleaved,
-    log_progress,
-    machine_info,
-    new_figure,
-    random_video,
-    save_figure,
-    set_threads,
-    write_json,
-)
+from .common import interleaved, log_progress, machine_info, new_figure, save_figure, set_threads, write_json
+from .models import BENCH_QUESTION, BenchSetup, build_setup, first_token, random_video
 
 __all__ = ["INTERNALIZATION_STAGES", "measure_internalization", "plot_internalization", "run_internalization"]
 
@@ -82,7 +70,7 @@ def measure_internalization(
     num_layers, hidden = features.shape[1], features.shape[3]
     rows = features.transpose(0, 1).reshape(num_layers, -1, hidden)  # [N, S, H]
     row_mask = mask.bool().repeat(num_layers, 1)  # [N, S]
-    projected = hn.input_projection(rows)  # [N, S, D]
+    projected = hn._project_inputs(rows)  # [N, S, D]
 
     def internalize():
         out = hn(*hn.extract_features(**dict(inputs)))
@@ -92,7 +80,7 @@ def measure_internalization(
         "video_in_context": lambda: first_token(vlm, prefill_inputs),
         "internalize": internalize,
         "extract_features": lambda: hn.extract_features(**dict(inputs)),
-        "input_projection": lambda: hn.input_projection(rows),
+        "input_projection": lambda: hn._project_inputs(rows),
         "encoder": lambda: hn.encoder(projected, row_mask),
         "hypernetwork_forward": lambda: hn(features, mask),
     }

@@ -149,7 +149,8 @@ def chunked_run(
 
     from ..long_video import compose_chunks, iter_chunk_adapters, plan_chunks
     from ..video_io import probe_video
-    from .common import BENCH_QUESTION, build_setup, first_token, set_threads
+    from .common import set_threads
+    from .models import BENCH_QUESTION, build_setup, first_token
 
     set_threads()
     with _RssSampler() as rss:
@@ -236,7 +237,8 @@ def direct_run(
     import torch
 
     from ..video_io import load_video, probe_video
-    from .common import build_setup, set_threads
+    from .common import set_threads
+    from .models import build_setup
 
     set_threads()
     with _RssSampler() as rss:

@@ -68,15 +68,8 @@ def measure_cell(
     import torch
 
     from .batched import make_adapters
-    from .common import (
-        BENCH_QUESTION,
-        build_setup,
-        first_token,
-        interleaved,
-        random_video,
-        set_threads,
-        timed,
-    )
+    from .common import interleaved, set_threads, timed
+    from .models import BENCH_QUESTION, build_setup, first_token, random_video
 
     set_threads()
     if tiny:  # the tiny model's vision tower has one fixed 64 px tile

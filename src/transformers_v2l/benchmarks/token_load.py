@@ -79,7 +79,8 @@ def measure_condition(
 
     from ..injection import inject_lora
     from ..lora import stack_adapters
-    from .common import BENCH_QUESTION, build_setup, first_token, random_video, set_threads
+    from .common import set_threads
+    from .models import BENCH_QUESTION, build_setup, first_token, random_video
 
     if condition not in TOKEN_CONDITIONS:
         raise ValueError(f"Unknown condition {condition!r}; choose from {TOKEN_CONDITIONS}.")

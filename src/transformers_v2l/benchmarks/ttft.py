@@ -30,21 +30,17 @@ import torch
 from ..injection import inject_lora
 from ..lora import stack_adapters
 from .common import (
-    BENCH_QUESTION,
-    BenchSetup,
-    build_setup,
-    first_token,
     interleaved,
     log_progress,
     machine_info,
     new_figure,
-    random_video,
     ratios,
     save_figure,
     set_threads,
     timed,
     write_json,
 )
+from .models import BENCH_QUESTION, BenchSetup, build_setup, first_token, random_video
 
 __all__ = ["ALL_QUERY_CONDITIONS", "QUERY_CONDITIONS", "measure_query_conditions", "plot_ttft", "run_ttft"]
 

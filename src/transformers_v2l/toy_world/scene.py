@@ -437,6 +437,28 @@ def reasoned_answer(caption: str, answer: str) -> str:
     return f"{caption} {ANSWER_MARKER} {answer}"
 
 
+def dialog_prompt(caption: str, question: str) -> str:
+    """A question as the second user turn, after the caption prompt and a caption of the video.
+
+    Inside the chat format this is the standard two-turn conversation `User: <video> Describe the video.`
+    / `Assistant: <caption>` / `User: <question>` / `Assistant:`; a model trained with the tiny world's
+    `qa_format="dialog"` answers questions this way, reading its own caption.
+
+    Args:
+        caption: the caption the answering model gave to `CAPTION_PROMPT`.
+        question: the question.
+
+    Returns:
+        The user text to pass as the prompt.
+
+    Example:
+        ```python
+        dialog_prompt("A red circle moves left.", "What color is the circle?")
+        ```
+    """
+    return f"{CAPTION_PROMPT}<end_of_utterance>\nAssistant: {caption}<end_of_utterance>\nUser: {question}"
+
+
 def final_answer(text: str) -> str:
     """The short answer in a reasoned answer: the text after the last `Answer:`, or all of it.
 
