@@ -156,9 +156,8 @@ class Video2LoraAttention(nn.Module):
     def _context_output(self, weights, context, scale, absorbed: bool) -> torch.Tensor:
         n, g, rows, s = weights.shape  # weights: [N, g, G * K, S]
         if absorbed:
-            mixed = torch.matmul(weights.reshape(n, g * rows, s), context).view(
-                n, g, rows, -1
-            )  # [N, g, G*K, D]
+            mixed = torch.matmul(weights.reshape(n, g * rows, s), context)  # [N, h * K, D]
+            mixed = mixed.view(n, g, rows, -1)  # [N, g, G * K, D]
             return torch.matmul(mixed, self._context_weight(self.v_proj, scale).transpose(1, 2))
         scaled = context if scale is None else context * scale
         values = self.v_proj(scaled).view(n, s, g, self.head_dim).transpose(1, 2)  # [N, g, S, d]
