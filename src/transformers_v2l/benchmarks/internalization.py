@@ -7,7 +7,8 @@ resizing (the same work for both) are left out. One interleaved run times
 * `internalize`: `extract_features` then the hypernetwork forward and the adapter objects;
 * its stages, each from the same prepared inputs: `extract_features` (the frozen VLM up to its
   last decoder layer), `input_projection` (the hypernetwork's gated MLP over every layer's
-  tokens), `encoder` (the Perceiver encoder) and `decoder_and_head` (the rest of the forward).
+  tokens), `encoder` (the Perceiver encoder) and `decoder_and_head` (the rest of the forward: the
+  median of the whole hypernetwork forward minus those of the two stages before it).
 
 `floor` is `(extract_features + input_projection) / video_in_context`: the part of the ratio
 that no Perceiver speed-up can remove.
@@ -50,8 +51,8 @@ def measure_internalization(
         log: optional progress callable.
 
     Returns:
-        `{"stats": {condition: summary}, "tokens": {...}, "settings": {...}, "ratios": {...}}`; the
-        ratios divide medians by the `video_in_context` median.
+        `{"stats": {condition: summary}, "medians": {...}, "ratios": {...}, "tokens": {...}, "settings": {...}}`;
+        the ratios divide medians by the `video_in_context` median.
 
     Example:
         ```python
