@@ -211,9 +211,9 @@ def test_inference_input_projection_in_blocks_matches_training_form(tiny_hyperne
     config = tiny_hypernet.config
     rows = torch.randn(3, 7, config.hidden_size)
     expected = tiny_hypernet.input_projection(rows)  # grad enabled: one block, out-of-place
-    monkeypatch.setattr(modeling, "_PROJECTION_BLOCK_TOKENS", 4)  # 21 tokens: 6 blocks, the last one short
+    monkeypatch.setattr(modeling, "_BLOCK_TOKENS", 4)  # 21 tokens: 6 blocks, the last one short
     with torch.no_grad():
-        got = tiny_hypernet._project_inputs(rows)
+        got = tiny_hypernet.input_projection(rows)
     torch.testing.assert_close(
         got, expected, atol=1e-6, rtol=1e-5
     )  # up to the matmul kernels' summation order

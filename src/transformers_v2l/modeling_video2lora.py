@@ -24,8 +24,8 @@ from .inference import Video2LoraInferenceMixin
 
 __all__ = ["Video2LoraHypernetwork", "Video2LoraOutput", "Video2LoraPreTrainedModel"]
 
-#: Tokens per block of the inference-time input projection: small blocks keep its `[tokens, 4H]` intermediates in cache.
-_PROJECTION_BLOCK_TOKENS = 4096
+#: Tokens per block of the inference-time gated MLPs: small blocks keep their `[tokens, hidden]` intermediates in cache.
+_BLOCK_TOKENS = 4096
 
 
 @dataclass
@@ -74,10 +74,17 @@ class Video2LoraGatedMLP(nn.Module):
         self.down_proj = nn.Linear(size_hidden, size_out, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        hidden = self.gate_proj(x)
         if torch.is_grad_enabled():
-            return self.down_proj(nn.functional.silu(hidden) * self.up_proj(x))
-        # inference: the same values, without two more hidden-sized tensors
+            return self.down_proj(nn.functional.silu(self.gate_proj(x)) * self.up_proj(x))
+        # inference: blocks of tokens and an in-place activation keep the [tokens, hidden] intermediates
+        # small (row-wise: the same values, up to the matmul kernels' summation order)
+        flat = x.reshape(-1, x.shape[-1])  # [tokens, size_in]
+        blocks = [self._inference_block(block) for block in flat.split(_BLOCK_TOKENS)]
+        out = blocks[0] if len(blocks) == 1 else torch.cat(blocks)
+        return out.view(*x.shape[:-1], -1)
+
+    def _inference_block(self, x: torch.Tensor) -> torch.Tensor:
+        hidden = self.gate_proj(x)
         return self.down_proj(nn.functional.silu(hidden, inplace=True).mul_(self.up_proj(x)))
 
 
@@ -484,7 +491,7 @@ class Video2LoraHypernetwork(Video2LoraInferenceMixin, Video2LoraPreTrainedModel
         mask = None
         if context_attention_mask is not None:
             mask = context_attention_mask.bool().repeat(num_layers, 1)  # [N, S], row n = l * B + b
-        projected = self._project_inputs(rows)  # [N, S, D]
+        projected = self.input_projection(rows)  # [N, S, D]
         encoded = self.encoder(projected, mask)  # [N, Q, D]
         decoded = self.decoder(encoded)  # [N, M * r, D]
         r = config.lora_rank
@@ -527,15 +534,6 @@ class Video2LoraHypernetwork(Video2LoraInferenceMixin, Video2LoraPreTrainedModel
                 **{f"raw_B.{m}": t for m, t in raw_B.items()},
             }
         return Video2LoraOutput(lora_A=lora_A, lora_B=lora_B, intermediates=intermediates)
-
-    def _project_inputs(self, rows: torch.Tensor) -> torch.Tensor:
-        """`input_projection` of `[N, S, H]` rows; at inference in blocks of tokens, so that the
-        `[tokens, 4H]` intermediates stay small (row-wise: the same values, up to summation order)."""
-        if torch.is_grad_enabled():
-            return self.input_projection(rows)
-        flat = rows.reshape(-1, rows.shape[-1])  # [N * S, H]
-        blocks = [self.input_projection(block) for block in flat.split(_PROJECTION_BLOCK_TOKENS)]
-        return torch.cat(blocks).view(*rows.shape[:-1], -1)
 
 
 def _unbound_fields(config: Video2LoraConfig) -> dict:

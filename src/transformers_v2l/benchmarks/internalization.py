@@ -71,7 +71,7 @@ def measure_internalization(
     num_layers, hidden = features.shape[1], features.shape[3]
     rows = features.transpose(0, 1).reshape(num_layers, -1, hidden)  # [N, S, H]
     row_mask = mask.bool().repeat(num_layers, 1)  # [N, S]
-    projected = hn._project_inputs(rows)  # [N, S, D]
+    projected = hn.input_projection(rows)  # [N, S, D]
 
     def internalize():
         out = hn(*hn.extract_features(**dict(inputs)))
@@ -81,7 +81,7 @@ def measure_internalization(
         "video_in_context": lambda: first_token(vlm, prefill_inputs),
         "internalize": internalize,
         "extract_features": lambda: hn.extract_features(**dict(inputs)),
-        "input_projection": lambda: hn._project_inputs(rows),
+        "input_projection": lambda: hn.input_projection(rows),
         "encoder": lambda: hn.encoder(projected, row_mask),
         "hypernetwork_forward": lambda: hn(features, mask),
     }
