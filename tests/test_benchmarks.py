@@ -29,7 +29,7 @@ from transformers_v2l.benchmarks import (
 )
 from transformers_v2l.long_video import compose_chunks, internalize_chunked, iter_chunk_adapters, plan_chunks
 from transformers_v2l.lora import GeneratedLora
-from transformers_v2l.video_io import sample_frame_indices
+from transformers_v2l.video_sampling import sample_frame_indices
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -162,6 +162,20 @@ def test_internalization_stages(setup, tmp_path):
         out["tokens"]["internalization"] > 0
         and out["settings"]["num_layers"] == setup.vlm.config.text_config.num_hidden_layers
     )
+
+
+def test_internalization_with_a_narrower_input_projection(tmp_path):
+    setup = models.build_setup(tiny=True, dtype=torch.float32, hypernet_kwargs={"input_expansion": 2})
+    hidden = setup.vlm.config.text_config.hidden_size
+    assert setup.hypernet.input_projection.gate_proj.out_features == 2 * hidden
+    out = internalization.run_internalization(
+        setup=setup, num_frames=2, longest_edge=64, repeats=1, warmup=0, out_dir=tmp_path, verbose=False
+    )
+    assert out["settings"]["input_expansion"] == 2
+    assert (tmp_path / "internalization_tiny_x2.json").exists()
+    assert not (
+        tmp_path / "internalization_tiny.json"
+    ).exists()  # the paper-architecture result is kept apart
 
 
 def test_amortized_arithmetic():

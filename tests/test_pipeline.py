@@ -94,6 +94,21 @@ def test_answer_with_video_in_context(hypernet, real_clip):
     assert isinstance(answer, str)
 
 
+def test_answer_plain_is_the_base_model_alone(hypernet, real_clip):
+    adapter = hypernet.internalize(real_clip("bikes.mp4"))
+    silent = GeneratedLora(
+        lora_A=adapter.lora_A,
+        lora_B={m: torch.zeros_like(b) for m, b in adapter.lora_B.items()},
+        scaling=adapter.scaling,
+    )
+    questions = ["What happens in the video?", "Which color is the sky today?"]
+    plain = hypernet.answer_plain(questions, max_new_tokens=10)
+    assert plain == hypernet.answer(silent, questions, max_new_tokens=10)
+    assert hypernet.answer_plain(questions[0], max_new_tokens=10) == plain[0]
+    with hypernet.use_adapter(adapter), pytest.raises(RuntimeError, match="merged adapter"):
+        hypernet.answer_plain(questions)
+
+
 def test_answer_refuses_a_foreign_adapter(hypernet):
     layers = hypernet.config.num_hidden_layers
     foreign = GeneratedLora(

@@ -14,7 +14,8 @@ import torch
 
 from fixtures.videos import frame_index_of, write_video
 from transformers_v2l.errors import EmptyVideoError, VideoDecodeError
-from transformers_v2l.video_io import iter_video_chunks, load_video, probe_video, sample_frame_indices
+from transformers_v2l.video_io import iter_video_chunks, load_video, probe_video
+from transformers_v2l.video_sampling import sample_frame_indices
 
 FIXTURE_A = Path(__file__).resolve().parents[2] / "shared" / "frames2lora" / "fixture-A"
 

@@ -32,6 +32,7 @@ from transformers_v2l.toy_world import CAPTION_PROMPT, dialog_prompt, final_answ
 
 MAX_NEW_TOKENS = 48
 BATCH = 32
+READERS = ("adapter", "frozen")  # who answers Video2LoRA's dialog turn: see `dialog_generation`
 
 
 def benchmark_rows(work: Path, split: str = "test", limit: int | None = None) -> list[dict]:
@@ -133,13 +134,11 @@ def _caption_scores(
     return [token_f1_score(o, ref) for o, ref in zip(outputs, references)], outputs
 
 
-@torch.no_grad()
 def _plain(hn, prompts: list[str]) -> list[str]:
     """The base model answering text prompts with neither video nor adapter."""
     outputs = []
     for i in range(0, len(prompts), BATCH):
-        inputs = hn.processor.query_inputs(prompts[i : i + BATCH])
-        outputs += hn._generate(inputs, MAX_NEW_TOKENS, {})
+        outputs += hn.answer_plain(prompts[i : i + BATCH], max_new_tokens=MAX_NEW_TOKENS)
     return outputs
 
 
@@ -178,13 +177,35 @@ def final_answers(outputs_path: Path, out_path: Path) -> Path:
     return out_path
 
 
-def dialog_generation(hn, rows: list[dict], out: Path, settings: dict) -> Path:
+class FrozenReader:
+    """Video2LoRA's answer turn read by the frozen model: the adapter wrote the caption, nothing else is attached.
+
+    A stand-in for the hypernetwork in `run_generation` (same `internalize`, `answer` signature) whose
+    answers come from the base model alone, so a dialog's question is answered from the caption in the
+    prompt with neither the adapter nor visual tokens.
+    """
+
+    def __init__(self, hn):
+        self.hn = hn
+
+    def internalize(self, videos: list, *, batch_size: int = 1) -> list:
+        return self.hn.internalize(videos, batch_size=batch_size)
+
+    def answer(self, adapters, questions, *, max_new_tokens: int = MAX_NEW_TOKENS, **kwargs) -> list[str]:
+        return _plain(self.hn, list(questions))
+
+
+def dialog_generation(hn, rows: list[dict], out: Path, settings: dict, reader: str = "adapter") -> Path:
     """Captions first, then every question as a second turn after the same condition's own caption.
 
     The base model reads its caption of the video in context, Video2LoRA the caption its adapter
-    produced with zero visual tokens; `outputs.jsonl` holds both stages (each question's `prompt` is
-    the whole dialog).
+    produced with zero visual tokens, answering with the adapter still attached (`reader="adapter"`) or
+    with the frozen model alone (`reader="frozen"`). Both readers are generated; `outputs.jsonl` holds
+    the captions, the base answers and the chosen reader's answers (each question's `prompt` is the
+    whole dialog).
     """
+    if reader not in READERS:
+        raise ValueError(f"dialog_reader must be one of {READERS}, not {reader!r}")
     options = {"batch_size": BATCH, "max_new_tokens": MAX_NEW_TOKENS, "settings": settings}
     first = run_generation(
         hn, [r for r in rows if r["task"] == "caption"], out / "outputs_captions.jsonl", **options
@@ -192,21 +213,24 @@ def dialog_generation(hn, rows: list[dict], out: Path, settings: dict) -> Path:
     records = load_outputs(first)
     clip_of = {r["id"]: r["clip_id"] for r in rows}
     own = {(r["condition"], clip_of[r["id"]]): r["output"] for r in records if r["id"].endswith("-caption")}
-    parts = [first]
-    for condition in ("base", "v2l"):
+    parts = {}
+    for condition, model, name in (
+        ("base", hn, "base"),
+        ("v2l", hn, "v2l"),
+        ("v2l", FrozenReader(hn), "v2l_frozen"),
+    ):
         questions = [
             {**r, "prompt": dialog_prompt(own[(condition, r["clip_id"])], r["prompt"])}
             for r in rows
             if r["task"] == "qa"
         ]
-        parts.append(
-            run_generation(
-                hn, questions, out / f"outputs_qa_{condition}.jsonl", conditions=[condition], **options
-            )
+        parts[name] = run_generation(
+            model, questions, out / f"outputs_qa_{name}.jsonl", conditions=[condition], **options
         )
+    chosen = [first, parts["base"], parts["v2l" if reader == "adapter" else "v2l_frozen"]]
     path, tmp = out / "outputs.jsonl", out / "outputs.jsonl.tmp"
     with open(tmp, "w") as dst:
-        for part in parts:
+        for part in chosen:
             dst.write(part.read_text())
     tmp.replace(path)
     return path
@@ -219,7 +243,9 @@ def evaluate(work: Path, cfg: RecipeConfig, hn, limit: int | None = None) -> dic
     rows = benchmark_rows(work, "test", limit)
     start = time.time()
     if cfg.qa_format == "dialog":
-        outputs_path = dialog_generation(hn, rows, out, settings={"hypernetwork": str(work / "hypernet")})
+        outputs_path = dialog_generation(
+            hn, rows, out, settings={"hypernetwork": str(work / "hypernet")}, reader=cfg.dialog_reader
+        )
     else:
         outputs_path = run_generation(hn, rows, out / "outputs.jsonl", batch_size=BATCH, max_new_tokens=MAX_NEW_TOKENS,
                                       settings={"hypernetwork": str(work / "hypernet")})  # fmt: skip
@@ -246,6 +272,11 @@ def evaluate(work: Path, cfg: RecipeConfig, hn, limit: int | None = None) -> dic
         base, v2l = scores(subset, "base", metric), scores(subset, "v2l", metric)
         summary[name] = {"base": _mean_ci(base), "v2l": _mean_ci(v2l), "paired": _ci(base, v2l, cfg.seed),
                          "ratio": float(np.mean(v2l) / max(np.mean(base), 1e-9))}  # fmt: skip
+    if cfg.qa_format == "dialog":  # both readers of Video2LoRA's answer turn, whichever is reported
+        summary["qa_em_readers"] = {
+            name: _mean_ci([exact_match_score(r["output"], r["references"]) for r in load_outputs(path)])
+            for name, path in (("adapter", out / "outputs_qa_v2l.jsonl"), ("frozen", out / "outputs_qa_v2l_frozen.jsonl"))
+        }  # fmt: skip
     kinds = sorted({r["subset"] for r in questions})
     summary["qa_by_kind"] = {
         k: {
@@ -281,10 +312,11 @@ def evaluate(work: Path, cfg: RecipeConfig, hn, limit: int | None = None) -> dic
         return [dialog_prompt(own_captions[clip_index[r["clip_id"]]], r["prompt"]) for r in questions]
 
     wrong_prompts = control_prompts(caption_runs["wrong_video"][1])
+    reader = FrozenReader(hn) if cfg.qa_format == "dialog" and cfg.dialog_reader == "frozen" else hn
     qa_wrong = []
     for i in range(0, len(questions), BATCH):
         chunk = questions[i : i + BATCH]
-        answers = hn.answer(
+        answers = reader.answer(
             [wrong_qa_adapters[r["clip_id"]] for r in chunk],
             wrong_prompts[i : i + BATCH],
             max_new_tokens=MAX_NEW_TOKENS,

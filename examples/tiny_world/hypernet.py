@@ -52,7 +52,7 @@ def load_processor(work: Path, cfg: RecipeConfig):
 
 def cached_video_loader(work: Path, split: str):
     """`(example) -> (frames, VideoMetadata)` from the decoded-frame cache, so no step decodes twice."""
-    from transformers_v2l.video_io import VideoMetadata
+    from transformers_v2l.video_sampling import VideoMetadata
 
     data = load_frames(work, split)
     index = {clip_id: i for i, clip_id in enumerate(data["ids"])}

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from prompts import PackedTasks, chat, pixel_values, video_prompt_text
 
 from transformers_v2l import toy_world
 
@@ -66,7 +67,11 @@ class RecipeConfig:
     # "<description> Answer: <answer>"; "dialog": a question is the second user turn, after the
     # model's own answer to the caption prompt (`toy_world.dialog_prompt`). See docs/results.md
     qa_format: str = "direct"
-    # reasoned only: per clip and step, questions answered from a given description, without video
+    # dialog only: who answers Video2LoRA's question turn, after the caption its adapter produced:
+    # "adapter" (the adapter stays attached) or "frozen" (the frozen model alone, reading that caption)
+    dialog_reader: str = "adapter"
+    # reasoned and dialog: per clip and step, questions answered from the given ground-truth caption,
+    # without the video (a reasoned answer's description, or a dialog's first assistant turn)
     text_only_tasks: int = 0
     # hypernetwork (steps 3-4)
     lora_rank: int = 8
@@ -154,28 +159,7 @@ def load_frames(work: Path, split: str) -> dict:
     return {k: data[k] for k in data.files}
 
 
-# ---- prompts (the SmolVLM2 video-in-context format, SPEC section 4.2) -----------------------
-
-
-def video_prompt_text(indices: list[int], fps: float, duration: float, image_seq_len: int) -> str:
-    """The expanded video part of a SmolVLM2 user turn."""
-    from num2words import num2words
-
-    seconds = int(duration)
-    text = (
-        f"You are provided the following series of {num2words(len(indices))} frames from a "
-        f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d} [H:MM:SS] video.\n"
-    )
-    image = "<fake_token_around_image><global-img>" + "<image>" * image_seq_len + "<fake_token_around_image>"
-    for idx in indices:
-        stamp = int(idx // fps)
-        text += f"\nFrame from {stamp // 60:02d}:{stamp % 60:02d}:{image}"
-    return text + "\n\n"
-
-
-def chat(user_text: str, answer: str | None = None) -> str:
-    prompt = f"<|im_start|>User: {user_text}<end_of_utterance>\nAssistant:"
-    return prompt if answer is None else prompt + f" {answer}<end_of_utterance>"
+# ---- tokenizer ------------------------------------------------------------------------------
 
 
 def build_tokenizer(cfg: RecipeConfig):
@@ -186,134 +170,6 @@ def build_tokenizer(cfg: RecipeConfig):
     corpus += [header] * 50 + [f"Frame from 00:{s:02d}: 0:00:{s:02d}" for s in range(16)] * 20
     corpus += ["Internalize this video for later captioning.", "User: Assistant:"] * 50
     return build_tiny_tokenizer(corpus, cfg.vocab_size)
-
-
-def pixel_values(frames: np.ndarray) -> torch.Tensor:
-    """uint8 `[..., H, W, 3]` to SmolVLM's normalized `[..., 3, H, W]` float32 (mean 0.5, std 0.5)."""
-    x = torch.from_numpy(frames).float().div_(255.0)
-    return x.sub_(0.5).div_(0.5).movedim(-1, -3).contiguous()
-
-
-def encode_examples(
-    tokenizer, prefix: str, pairs: list[tuple[str, str]]
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Right-padded `input_ids`, `attention_mask` and answer-only `labels` for `(question, answer)` pairs."""
-    ids, labels = [], []
-    for question, answer in pairs:
-        prompt = tokenizer(chat(prefix + question), add_special_tokens=False)["input_ids"]
-        target = tokenizer(f" {answer}<end_of_utterance>", add_special_tokens=False)["input_ids"]
-        ids.append(prompt + target)
-        labels.append([-100] * len(prompt) + target)
-    width = max(len(x) for x in ids)
-    pad = tokenizer.pad_token_id
-    input_ids = torch.full((len(ids), width), pad, dtype=torch.long)
-    label_t = torch.full((len(ids), width), -100, dtype=torch.long)
-    mask = torch.zeros((len(ids), width), dtype=torch.long)
-    for i, (x, y) in enumerate(zip(ids, labels)):
-        input_ids[i, : len(x)] = torch.tensor(x)
-        label_t[i, : len(y)] = torch.tensor(y)
-        mask[i, : len(x)] = 1
-    return input_ids, mask, label_t
-
-
-class PackedTasks:
-    """Several `(question, answer)` tasks on one video, packed after one shared video prefix.
-
-    Every task's tokens attend to the prefix and to their own earlier tokens only, and keep the
-    positions they would have alone, so the loss equals the sum over separate sequences while the
-    video is encoded once. This is only a training speed-up: evaluation uses plain prompts.
-    """
-
-    def __init__(self, tokenizer, prefix: str):
-        self.tokenizer = tokenizer
-        # the longest token prefix that every prompt on this video shares
-        probes = [
-            tokenizer(chat(prefix + q), add_special_tokens=False)["input_ids"]
-            for q in ("Describe", "What", "A")
-        ]
-        n = 0
-        while all(len(x) > n and x[n] == probes[0][n] for x in probes):
-            n += 1
-        self.prefix_ids = probes[0][:n]
-        self.prefix_text = prefix
-        self._cache: dict[tuple[str, str], tuple[list[int], list[int]]] = {}
-
-    def segment(self, question: str, answer: str) -> tuple[list[int], list[int]]:
-        key = (question, answer)
-        if key not in self._cache:
-            prompt = self.tokenizer(chat(self.prefix_text + question), add_special_tokens=False)["input_ids"]
-            target = self.tokenizer(f" {answer}<end_of_utterance>", add_special_tokens=False)["input_ids"]
-            p = len(self.prefix_ids)
-            if prompt[:p] != self.prefix_ids:
-                raise ValueError("The video prefix does not tokenize the same inside a full prompt.")
-            self._cache[key] = (prompt[p:] + target, [-100] * (len(prompt) - p) + target)
-        return self._cache[key]
-
-    def text_segment(self, question: str, description: str, answer: str) -> tuple[list[int], list[int]]:
-        """A text-only reasoned answer: the description is given (unscored), the answer is scored."""
-        key = (question, description, answer)
-        if key not in self._cache:
-            prompt = self.tokenizer(chat(question), add_special_tokens=False)["input_ids"]
-            given = self.tokenizer(f" {description}", add_special_tokens=False)["input_ids"]
-            full = self.tokenizer(
-                f" {toy_world.reasoned_answer(description, answer)}<end_of_utterance>",
-                add_special_tokens=False,
-            )["input_ids"]
-            if full[: len(given)] != given:
-                raise ValueError("A description does not tokenize the same inside a reasoned answer.")
-            self._cache[key] = (prompt + full, [-100] * (len(prompt) + len(given)) + full[len(given) :])
-        return self._cache[key]
-
-    def batch(
-        self,
-        clips_tasks: list[list[tuple[str, str]]],
-        text_tasks: list[list[tuple[str, str, str]]] | None = None,
-    ) -> dict[str, torch.Tensor]:
-        """`input_ids`, 4D boolean `attention_mask`, `position_ids` and `labels` for a batch of clips.
-
-        `text_tasks[i]` holds `(question, description, answer)` segments for row `i` that see neither
-        the video nor the other segments, at positions from 0, as a text-only prompt would be.
-        """
-        p = len(self.prefix_ids)
-        rows = []
-        for i, tasks in enumerate(clips_tasks):
-            ids, labels, positions, segments = list(self.prefix_ids), [-100] * p, list(range(p)), [0] * p
-            for k, (question, answer) in enumerate(tasks, start=1):
-                seg_ids, seg_labels = self.segment(question, answer)
-                ids += seg_ids
-                labels += seg_labels
-                positions += range(p, p + len(seg_ids))
-                segments += [k] * len(seg_ids)
-            for k, task in enumerate(text_tasks[i] if text_tasks else [], start=len(tasks) + 1):
-                seg_ids, seg_labels = self.text_segment(*task)
-                ids += seg_ids
-                labels += seg_labels
-                positions += range(len(seg_ids))
-                segments += [-k] * len(seg_ids)  # negative: does not see the video prefix
-            rows.append((ids, labels, positions, segments))
-        width = max(len(r[0]) for r in rows)
-        batch = len(rows)
-        input_ids = torch.full((batch, width), self.tokenizer.pad_token_id, dtype=torch.long)
-        label_t = torch.full((batch, width), -100, dtype=torch.long)
-        position_ids = torch.zeros((batch, width), dtype=torch.long)
-        segment_t = torch.full((batch, width), -(10**6), dtype=torch.long)  # padding
-        for i, (ids, labels, positions, segments) in enumerate(rows):
-            n = len(ids)
-            input_ids[i, :n], label_t[i, :n] = torch.tensor(ids), torch.tensor(labels)
-            position_ids[i, :n], segment_t[i, :n] = torch.tensor(positions), torch.tensor(segments)
-        causal = torch.ones(width, width, dtype=torch.bool).tril()
-        same = segment_t[:, :, None] == segment_t[:, None, :]
-        # video segments (ids > 0) see the video prefix; text-only segments (ids < 0) and padding do not
-        to_prefix = (segment_t[:, None, :] == 0) & (segment_t[:, :, None] >= 0)
-        mask = (causal & (same | to_prefix)) | torch.eye(
-            width, dtype=torch.bool
-        )  # padding rows see themselves
-        return {
-            "input_ids": input_ids,
-            "attention_mask": mask[:, None],
-            "position_ids": position_ids,
-            "labels": label_t,
-        }
 
 
 # ---- step 2: the base VLM -------------------------------------------------------------------
@@ -412,7 +268,7 @@ def train_base(work: Path, cfg: RecipeConfig, manifests: dict[str, Path]) -> Pat
     train = load_frames(work, "train")
     train_rows = toy_world.read_manifest(manifests["train"])
     tasks = clip_tasks(train_rows, cfg.qa_format)
-    reading = cfg.qa_format == "reasoned" and cfg.text_only_tasks > 0
+    reading = cfg.qa_format in ("reasoned", "dialog") and cfg.text_only_tasks > 0
     text_questions = text_only_questions(train_rows) if reading else {}  # indexed once, sampled every step
     prefix = video_prompt_text(
         list(train["indices"]), float(train["fps"]), float(train["duration"]), image_seq_len(cfg)
@@ -444,7 +300,7 @@ def train_base(work: Path, cfg: RecipeConfig, manifests: dict[str, Path]) -> Pat
     )
     model.train()
     start, running, history = time.time(), None, []
-    packer = PackedTasks(tokenizer, prefix)
+    packer = PackedTasks(tokenizer, prefix, cfg.qa_format)
     for step in range(cfg.base_steps):
         batch = rng.choice(len(ids), size=cfg.base_batch, replace=False)
         text_tasks = (

@@ -66,7 +66,21 @@ def _run_ask(args) -> int:
 
     hypernet = _load_hypernetwork(args)
     adapter = GeneratedLora.from_pretrained(args.adapter)
-    answers = hypernet.answer(adapter, list(args.questions), max_new_tokens=args.max_new_tokens)
+    protocol = {"qa_format": "direct"}
+    if args.hypernetwork is None:  # the embedded model may answer after recalling its caption
+        from .demo import answer_protocol
+
+        protocol = answer_protocol()
+    if protocol["qa_format"] == "dialog":
+        from .demo import recall_then_answer
+
+        caption, answers = recall_then_answer(
+            hypernet, list(args.questions), adapter=adapter, reader=protocol["dialog_reader"],
+            max_new_tokens=args.max_new_tokens,
+        )  # fmt: skip
+        print(f"Recalled caption: {caption}\n")
+    else:
+        answers = hypernet.answer(adapter, list(args.questions), max_new_tokens=args.max_new_tokens)
     for question, answer in zip(args.questions, answers):
         print(f"Q: {question}\nA: {answer}\n")
     return 0

@@ -18,19 +18,29 @@ Example:
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 import torch
 
-__all__ = ["DEFAULT_MODEL_DIR", "add_demo_subparser", "load_default_hypernetwork", "run_demo"]
+__all__ = [
+    "DEFAULT_MODEL_DIR",
+    "add_demo_subparser",
+    "answer_protocol",
+    "load_default_hypernetwork",
+    "recall_then_answer",
+    "run_demo",
+]
 
 #: The embedded default model: `base/` (VLM, tokenizer, processor files) and `hypernet/`.
 DEFAULT_MODEL_DIR = Path(__file__).parent / "assets" / "tiny_world"
 # which questions the demo prefers to ask, in order
 _QUESTION_KINDS = ("order", "direction", "color", "event", "shape", "count")
+_CAPTION_TOKENS = 48  # enough for the longest toy-world caption
 
 
 def load_default_hypernetwork(model_dir: str | os.PathLike | None = None, *, num_threads: int | None = None):
@@ -78,6 +88,71 @@ def load_default_hypernetwork(model_dir: str | os.PathLike | None = None, *, num
     return hn.eval()
 
 
+def answer_protocol(model_dir: str | os.PathLike | None = None) -> dict[str, str]:
+    """How a tiny-world model was trained to answer questions, from its `recipe.json`.
+
+    Args:
+        model_dir: a tiny-world model folder; defaults to the one shipped inside the package.
+
+    Returns:
+        `{"qa_format": ..., "dialog_reader": ...}`: `"direct"` models answer a question as it is;
+        `"dialog"` models answer it as the turn after their own caption (see `recall_then_answer`).
+
+    Example:
+        ```python
+        answer_protocol()["qa_format"]
+        ```
+    """
+    path = (Path(model_dir) if model_dir is not None else DEFAULT_MODEL_DIR) / "recipe.json"
+    recipe = json.loads(path.read_text()) if path.exists() else {}
+    return {
+        "qa_format": recipe.get("qa_format", "direct"),
+        "dialog_reader": recipe.get("dialog_reader", "adapter"),
+    }
+
+
+def recall_then_answer(
+    hn, questions: list[str], *, adapter=None, video=None, reader: str = "frozen", max_new_tokens: int = 32
+) -> tuple[str, list[str]]:
+    """Answer as a dialog-trained tiny-world model does: caption first, then each question as the next turn.
+
+    With `adapter`, the adapter recalls the caption with zero visual tokens and the question turn is read by
+    the frozen model alone (`reader="frozen"`) or with the adapter attached (`reader="adapter"`). With
+    `video`, the base model captions and answers with the video in context.
+
+    Args:
+        hn: a `Video2LoraHypernetwork` bound to its base model.
+        questions: the questions.
+        adapter: the video's `GeneratedLora` (Video2LoRA), or
+        video: the video itself (the base model with the video in context).
+        reader: who answers Video2LoRA's question turn, `"frozen"` or `"adapter"`.
+        max_new_tokens: generation budget per answer.
+
+    Returns:
+        `(caption, answers)`.
+
+    Example:
+        ```python
+        caption, answers = recall_then_answer(hn, ["How many objects are there?"], adapter=adapter)
+        ```
+    """
+    from .toy_world import CAPTION_PROMPT, dialog_prompt
+
+    if reader not in ("frozen", "adapter"):
+        raise ValueError(f"reader must be 'frozen' or 'adapter', not {reader!r}")
+    if (adapter is None) == (video is None):
+        raise ValueError("recall_then_answer() takes an adapter or a video, not both and not neither.")
+    if video is not None:
+        caption = hn.answer_with_video(video, CAPTION_PROMPT, max_new_tokens=_CAPTION_TOKENS)
+        prompts = [dialog_prompt(caption, q) for q in questions]
+        return caption, hn.answer_with_video([video] * len(prompts), prompts, max_new_tokens=max_new_tokens)
+    caption = hn.answer(adapter, CAPTION_PROMPT, max_new_tokens=_CAPTION_TOKENS)
+    prompts = [dialog_prompt(caption, q) for q in questions]
+    if reader == "frozen":
+        return caption, hn.answer_plain(prompts, max_new_tokens=max_new_tokens)
+    return caption, hn.answer(adapter, prompts, max_new_tokens=max_new_tokens)
+
+
 def _pick_questions(qa: list[dict], count: int) -> list[dict]:
     picked: list[dict] = []
     for kind in _QUESTION_KINDS:
@@ -100,6 +175,42 @@ def _median_seconds(fn, repeats: int = 3) -> float:
     """Median wall time of `fn()` after one warm-up call (time to first token when `fn` generates one token)."""
     fn()
     return sorted(_timed(fn)[1] for _ in range(repeats))[repeats // 2]
+
+
+def _answer_rows(hn, video: str, adapter, questions: list[str], protocol: dict, max_new: int) -> list[tuple]:
+    """`(base answer, base TTFT, Video2LoRA answer, Video2LoRA TTFT)` per question, in the model's protocol."""
+    from .toy_world import dialog_prompt
+
+    if protocol["qa_format"] != "dialog":
+        return [
+            (
+                hn.answer_with_video(video, q, max_new_tokens=max_new),
+                _median_seconds(lambda q=q: hn.answer_with_video(video, q, max_new_tokens=1)),
+                hn.answer(adapter, q, max_new_tokens=max_new),
+                _median_seconds(lambda q=q: hn.answer(adapter, q, max_new_tokens=1)),
+            )
+            for q in questions
+        ]
+    reader = protocol["dialog_reader"]
+    caption_base, answers_base = recall_then_answer(hn, questions, video=video, max_new_tokens=max_new)
+    caption_v2l, answers_v2l = recall_then_answer(
+        hn, questions, adapter=adapter, reader=reader, max_new_tokens=max_new
+    )
+    print("This model answers each question as the turn after its own caption (see docs/results.md):")
+    print(f"   base, video in context: {caption_base}")
+    print(f"   Video2LoRA, no video  : {caption_v2l}  (recalled by the adapter; "
+          f"the {'frozen model' if reader == 'frozen' else 'adapter'} answers)\n")  # fmt: skip
+
+    rows = []
+    for question, base, v2l in zip(questions, answers_base, answers_v2l):
+        base_prompt, v2l_prompt = dialog_prompt(caption_base, question), dialog_prompt(caption_v2l, question)
+        base_ttft = _median_seconds(partial(hn.answer_with_video, video, base_prompt, max_new_tokens=1))
+        if reader == "frozen":
+            v2l_ttft = _median_seconds(partial(hn.answer_plain, v2l_prompt, max_new_tokens=1))
+        else:
+            v2l_ttft = _median_seconds(partial(hn.answer, adapter, v2l_prompt, max_new_tokens=1))
+        rows.append((base, base_ttft, v2l, v2l_ttft))
+    return rows
 
 
 def run_demo(args: argparse.Namespace) -> int:
@@ -125,7 +236,7 @@ def run_demo(args: argparse.Namespace) -> int:
     """
     from transformers.utils import logging as hf_logging
 
-    from .toy_world import final_answer, make_clip, write_video
+    from .toy_world import CAPTION_PROMPT, final_answer, make_clip, write_video
 
     hf_logging.disable_progress_bar()  # the demo prints a table; weight-loading bars would interleave
     seed = getattr(args, "seed", 0)
@@ -144,15 +255,10 @@ def run_demo(args: argparse.Namespace) -> int:
         print(f"Ground-truth caption: {clip.caption}")
         print(f"Loaded the tiny-world model in {load_seconds:.2f}s; internalized the clip in {internalize_seconds:.3f}s "
               f"(adapter rank {adapter.rank}, {adapter.nbytes / 1024:.0f} KiB).\n")  # fmt: skip
-        for item in questions:
-            question = item["question"]
-            v2l_ttft = _median_seconds(lambda q=question: hn.answer(adapter, q, max_new_tokens=1))
-            base_ttft = _median_seconds(
-                lambda q=question: hn.answer_with_video(str(path), q, max_new_tokens=1)
-            )
-            v2l_answer = hn.answer(adapter, question, max_new_tokens=max_new)
-            base_answer = hn.answer_with_video(str(path), question, max_new_tokens=max_new)
-            print(f"Q: {question}")
+        protocol = answer_protocol(getattr(args, "model_dir", None))
+        rows = _answer_rows(hn, str(path), adapter, [q["question"] for q in questions], protocol, max_new)
+        for item, (base_answer, base_ttft, v2l_answer, v2l_ttft) in zip(questions, rows):
+            print(f"Q: {item['question']}")
             print(f"   ground truth          : {item['answer']}")
             for label, text, ttft in (
                 ("base, video in context", base_answer, base_ttft),
@@ -162,9 +268,10 @@ def run_demo(args: argparse.Namespace) -> int:
                 if final_answer(text) != text:  # a reasoned answer: "<description> Answer: <answer>"
                     print(f"      full answer: {text}")
             print()
-        caption_v2l = hn.answer(adapter, "Describe the video.", max_new_tokens=48)
-        caption_base = hn.answer_with_video(str(path), "Describe the video.", max_new_tokens=48)
-        print(f"Describe the video.\n   base      : {caption_base}\n   Video2LoRA: {caption_v2l}")
+        if protocol["qa_format"] != "dialog":  # a dialog model printed its captions first
+            caption_v2l = hn.answer(adapter, CAPTION_PROMPT, max_new_tokens=_CAPTION_TOKENS)
+            caption_base = hn.answer_with_video(str(path), CAPTION_PROMPT, max_new_tokens=_CAPTION_TOKENS)
+            print(f"{CAPTION_PROMPT}\n   base      : {caption_base}\n   Video2LoRA: {caption_v2l}")
     return 0
 
 

@@ -404,6 +404,35 @@ class Video2LoraInferenceMixin:
         return answers[0] if single else answers
 
     @torch.no_grad()
+    def answer_plain(
+        self, questions: str | Sequence[str], *, max_new_tokens: int = 64, **generate_kwargs
+    ) -> str | list[str]:
+        """The frozen base model alone: text-only prompts, with neither an adapter nor visual tokens.
+
+        The text-only baseline of the benchmarks, and the reader of a caption an adapter produced
+        (for example the second turn of the tiny-world model's dialog, `toy_world.dialog_prompt`).
+
+        Args:
+            questions: a question or a list of questions, answered in one batch.
+            max_new_tokens: generation budget per answer.
+            **generate_kwargs: passed to `generate` (greedy by default).
+
+        Returns:
+            The answer for a single question, or a list of answers.
+
+        Example:
+            ```python
+            caption = hn.answer(adapter, "Describe the video.")
+            hn.answer_plain(dialog_prompt(caption, "How many objects are there?"))
+            ```
+        """
+        single = isinstance(questions, str)
+        prompts = [questions] if single else list(questions)
+        self._refuse_if_merged("answer without an adapter")
+        answers = self._generate(self.processor.query_inputs(prompts), max_new_tokens, generate_kwargs)
+        return answers[0] if single else answers
+
+    @torch.no_grad()
     def answer_with_video(
         self,
         videos,

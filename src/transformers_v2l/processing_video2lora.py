@@ -32,7 +32,8 @@ from transformers.processing_utils import ProcessorMixin
 from .configuration_video2lora import DEFAULT_INSTRUCTION
 from .errors import HubUnavailableError
 from .hub import hub_unavailable_error, hub_unreachable
-from .video_io import VideoMetadata, is_single_video, load_video
+from .video_io import is_single_video, load_video
+from .video_sampling import VideoMetadata
 
 __all__ = ["SMOLVLM_VIDEO_CHAT_TEMPLATE", "Video2LoraProcessor", "resize_output_size"]
 

@@ -3,6 +3,7 @@
 v2l bench ttft --preset 500m
 v2l bench amortized --preset 500m
 v2l bench internalization --preset 500m
+v2l bench internalization --preset 500m --input-expansion 2
 v2l bench tokens --preset 500m
 v2l bench sweep --preset 500m --frames 8 12 24 48 128 --resolutions 224 384 512
 v2l bench batched --preset 500m
@@ -73,6 +74,11 @@ def add_bench_subparser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument(
         "--memory-cap-gib", type=float, default=10.0, help="Kill a subprocess above this RSS."
     )
+    parser.add_argument(
+        "--input-expansion",
+        type=int,
+        help="Hypernetwork input projection width as a multiple of the VLM hidden size (default: the paper's 4).",
+    )
     parser.add_argument("--quiet", action="store_true", help="No progress output.")
     parser.set_defaults(func=run_bench)
     return parser
@@ -110,7 +116,10 @@ def run_bench(args: argparse.Namespace) -> int:
     summary = {}
     setup = None
     if name in ("ttft", "amortized", "internalization", "batched", "all"):
-        setup = build_setup(args.preset)
+        expansion = getattr(args, "input_expansion", None)
+        setup = build_setup(
+            args.preset, hypernet_kwargs={"input_expansion": expansion} if expansion else None
+        )
     if name in ("ttft", "all"):
         result = ttft.run_ttft(args.preset, resolutions=tuple(args.resolutions or (384, 512)),
                                num_frames=frames[0] if frames else 12, setup=setup, **timing)  # fmt: skip

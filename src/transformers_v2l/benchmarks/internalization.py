@@ -27,6 +27,7 @@ from .models import BENCH_QUESTION, BenchSetup, build_setup, first_token, random
 __all__ = ["INTERNALIZATION_STAGES", "measure_internalization", "plot_internalization", "run_internalization"]
 
 #: The stages of `internalize`, in order.
+PAPER_INPUT_EXPANSION = 4  # the released architecture's input projection width, as a multiple of H
 INTERNALIZATION_STAGES = ("extract_features", "input_projection", "encoder", "decoder_and_head")
 
 
@@ -101,7 +102,12 @@ def measure_internalization(
             "video_in_context": int(prefill_inputs["input_ids"].shape[1]),
             "internalization": int(inputs["input_ids"].shape[1]),
         },
-        "settings": {**settings, "repeats": repeats, "num_layers": num_layers},
+        "settings": {
+            **settings,
+            "repeats": repeats,
+            "num_layers": num_layers,
+            "input_expansion": hn.config.input_expansion,
+        },
     }
 
 
@@ -160,6 +166,9 @@ def run_internalization(
 ) -> dict[str, Any]:
     """Internalization against one prefill; writes `internalization_<preset>.json` and `.png`.
 
+    A hypernetwork whose input projection is narrower than the paper's (`setup` built with
+    `hypernet_kwargs={"input_expansion": 2}`) writes `internalization_<preset>_x2.*` instead.
+
     Args:
         preset: `"256m"` or `"500m"`.
         num_frames: frames per video.
@@ -191,6 +200,10 @@ def run_internalization(
         **measurement,
     }
     out_dir = Path(out_dir)
-    write_json(out_dir / f"internalization_{setup.preset}.json", results)
-    plot_internalization(results, out_dir / f"internalization_{setup.preset}.png")
+    expansion = setup.hypernet.config.input_expansion
+    name = f"internalization_{setup.preset}" + (
+        "" if expansion == PAPER_INPUT_EXPANSION else f"_x{expansion}"
+    )
+    write_json(out_dir / f"{name}.json", results)
+    plot_internalization(results, out_dir / f"{name}.png")
     return results
