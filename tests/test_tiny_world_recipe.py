@@ -193,3 +193,11 @@ def test_cli_defaults_to_the_embedded_model_and_its_protocol(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "Q: How many objects are there?" in out
     assert ("Recalled caption:" in out) == (answer_protocol()["qa_format"] == "dialog")
+
+
+@needs_assets
+def test_recipe_defaults_are_the_shipped_model(recipe):
+    from dataclasses import asdict
+
+    shipped = json.loads((DEFAULT_MODEL_DIR / "recipe.json").read_text())
+    assert asdict(recipe.RecipeConfig()) == shipped  # `train.py` with no --set reproduces the shipped files

@@ -273,6 +273,7 @@ def evaluate(work: Path, cfg: RecipeConfig, hn, limit: int | None = None) -> dic
         summary[name] = {"base": _mean_ci(base), "v2l": _mean_ci(v2l), "paired": _ci(base, v2l, cfg.seed),
                          "ratio": float(np.mean(v2l) / max(np.mean(base), 1e-9))}  # fmt: skip
     if cfg.qa_format == "dialog":  # both readers of Video2LoRA's answer turn, whichever is reported
+        summary["dialog_reader"] = cfg.dialog_reader
         summary["qa_em_readers"] = {
             name: _mean_ci([exact_match_score(r["output"], r["references"]) for r in load_outputs(path)])
             for name, path in (("adapter", out / "outputs_qa_v2l.jsonl"), ("frozen", out / "outputs_qa_v2l_frozen.jsonl"))
@@ -380,6 +381,31 @@ def _fmt(mean_ci) -> str:
     return f"{mean:.3f} [{low:.3f}, {high:.3f}]"
 
 
+def _dialog_section(summary: dict) -> list[str]:
+    """How a dialog-trained model answers, and both readers of Video2LoRA's question turn."""
+    if "qa_em_readers" not in summary:
+        return []
+    readers, chosen = summary["qa_em_readers"], summary.get("dialog_reader", "adapter")
+    base = summary["qa_em"]["base"][0]
+    labels = {
+        "frozen": "the frozen model alone (no adapter, no video)",
+        "adapter": "the model with the adapter attached",
+    }
+    lines = ["", "## Recall, then answer: who reads the caption", "",
+             "Every condition answers a question as the chat turn after its own answer to *Describe the video.*",
+             "(`toy_world.dialog_prompt`): the base model after the caption it wrote with the video in context,",
+             "Video2LoRA after the caption its adapter recalled with zero visual tokens. The base model was trained",
+             "to answer that turn with and without the video, from the ground-truth caption. The hypernetwork",
+             "still saw captions only. Video2LoRA's question turn can be answered by:", "",
+             "| Video2LoRA's question turn read by | QA exact match [95% CI] | V2L / Base |", "|---|---|---|"]  # fmt: skip
+    for name in ("frozen", "adapter"):
+        mark = " (reported above)" if name == chosen else ""
+        lines.append(
+            f"| {labels[name]}{mark} | {_fmt(readers[name])} | {readers[name][0] / max(base, 1e-9):.1%} |"
+        )
+    return lines
+
+
 def render_results(summary: dict, timings: dict, command: str) -> str:
     """`docs/results.md`: the paper-style tables of one evaluation run, with its command and timings."""
     lines = [
@@ -433,6 +459,7 @@ def render_results(summary: dict, timings: dict, command: str) -> str:
         lines.append(
             f"| {kind} | {row['base_em']:.3f} | {row['v2l_em']:.3f} | {row['base_prefix']:.3f} | {row['v2l_prefix']:.3f} |"
         )
+    lines += _dialog_section(summary)
     lines += ["", "## Controls: does the adapter carry this video?", "",
               "| condition | caption token F1 [95% CI] |", "|---|---|"]  # fmt: skip
     names = {"base": "base, video in context", "v2l": "Video2LoRA, its own adapter",

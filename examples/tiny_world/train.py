@@ -63,16 +63,16 @@ class RecipeConfig:
     base_batch: int = 16  # clips per step, each with all its tasks
     base_lr: float = 2e-3
     aux_weight: float = 1.0  # dense per-cell color/shape target on the connector output (training only)
-    # "direct": questions are answered with the answer alone (the shipped model); "reasoned":
-    # "<description> Answer: <answer>"; "dialog": a question is the second user turn, after the
-    # model's own answer to the caption prompt (`toy_world.dialog_prompt`). See docs/results.md
-    qa_format: str = "direct"
+    # "dialog" (the shipped model): a question is the second user turn, after the model's own answer
+    # to the caption prompt (`toy_world.dialog_prompt`); "direct": the answer alone, with the video in
+    # context; "reasoned": "<description> Answer: <answer>". See docs/results.md
+    qa_format: str = "dialog"
     # dialog only: who answers Video2LoRA's question turn, after the caption its adapter produced:
-    # "adapter" (the adapter stays attached) or "frozen" (the frozen model alone, reading that caption)
-    dialog_reader: str = "adapter"
+    # "frozen" (the frozen model alone, reading that caption) or "adapter" (the adapter stays attached)
+    dialog_reader: str = "frozen"
     # reasoned and dialog: per clip and step, questions answered from the given ground-truth caption,
     # without the video (a reasoned answer's description, or a dialog's first assistant turn)
-    text_only_tasks: int = 0
+    text_only_tasks: int = 3
     # hypernetwork (steps 3-4)
     lora_rank: int = 8
     latent_size: int = 128
