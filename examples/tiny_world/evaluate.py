@@ -192,7 +192,7 @@ class FrozenReader:
         return self.hn.internalize(videos, batch_size=batch_size)
 
     def answer(self, adapters, questions, *, max_new_tokens: int = MAX_NEW_TOKENS, **kwargs) -> list[str]:
-        return _plain(self.hn, list(questions))
+        return self.hn.answer_plain(list(questions), max_new_tokens=max_new_tokens, **kwargs)
 
 
 def dialog_generation(hn, rows: list[dict], out: Path, settings: dict, reader: str = "adapter") -> Path:

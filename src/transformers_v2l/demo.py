@@ -22,6 +22,7 @@ import json
 import os
 import tempfile
 import time
+from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
 
@@ -112,7 +113,13 @@ def answer_protocol(model_dir: str | os.PathLike | None = None) -> dict[str, str
 
 
 def recall_then_answer(
-    hn, questions: list[str], *, adapter=None, video=None, reader: str = "frozen", max_new_tokens: int = 32
+    hn,
+    questions: Sequence[str],
+    *,
+    adapter=None,
+    video=None,
+    reader: str = "frozen",
+    max_new_tokens: int = 32,
 ) -> tuple[str, list[str]]:
     """Answer as a dialog-trained tiny-world model does: caption first, then each question as the next turn.
 
@@ -123,8 +130,8 @@ def recall_then_answer(
     Args:
         hn: a `Video2LoraHypernetwork` bound to its base model.
         questions: the questions.
-        adapter: the video's `GeneratedLora` (Video2LoRA), or
-        video: the video itself (the base model with the video in context).
+        adapter: the video's `GeneratedLora` (Video2LoRA); give this or `video`.
+        video: the video itself (the base model with the video in context); give this or `adapter`.
         reader: who answers Video2LoRA's question turn, `"frozen"` or `"adapter"`.
         max_new_tokens: generation budget per answer.
 
@@ -218,7 +225,9 @@ def run_demo(args: argparse.Namespace) -> int:
 
     The time to first token of each question is the median of three single-token generations: for the
     base model it includes decoding the video and encoding its frames, as answering with the video in
-    context does; for Video2LoRA the adapter already exists and the prompt holds only the question.
+    context does; for Video2LoRA the adapter already exists and the prompt holds only text. A model
+    trained to answer after its own caption (`answer_protocol`) gets each question as that turn, for
+    both conditions (`recall_then_answer`), and the times are those of the question turn.
 
     Args:
         args: `seed` (clip seed), `num_questions`, `max_new_tokens`, `model_dir` (optional),
