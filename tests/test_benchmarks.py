@@ -203,8 +203,7 @@ def test_batched_conditions(setup):
 
 def test_per_row_answers_match_peft_mixed_batch(setup):
     """The per-row hooks compute what PEFT's `adapter_names` batch computes (same adapters, same logits)."""
-    from transformers_v2l.injection import inject_lora
-    from transformers_v2l.lora import stack_adapters
+    from transformers_v2l.injection import inject_lora, stack_adapters
 
     adapters = batched.make_adapters(setup, 2)
     query = dict(setup.processor.query_inputs(["What happens?", "Which color?"]))

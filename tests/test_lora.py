@@ -12,7 +12,8 @@ from safetensors.torch import load_file
 
 from transformers_v2l import AdapterMismatchError, SmolVLMBackbone, get_backbone, inject_lora
 from transformers_v2l.cards import read_card_metadata
-from transformers_v2l.lora import GeneratedLora, GeneratedLoraConfig, stack_adapters
+from transformers_v2l.injection import stack_adapters
+from transformers_v2l.lora import GeneratedLora, GeneratedLoraConfig
 
 PROVENANCE = {
     "video_sha256": "5" * 64,

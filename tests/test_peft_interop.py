@@ -12,7 +12,8 @@ import torch
 
 from fixtures.models import randomize_outputs
 from transformers_v2l import get_backbone, inject_lora
-from transformers_v2l.lora import GeneratedLora, stack_adapters
+from transformers_v2l.injection import stack_adapters
+from transformers_v2l.lora import GeneratedLora
 
 pytestmark = pytest.mark.filterwarnings("ignore:Use 'content=:DeprecationWarning")
 

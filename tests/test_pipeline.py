@@ -17,8 +17,7 @@ from transformers_v2l import (
     VideoDecodeError,
 )
 from transformers_v2l.adapter_ops import merged_adapter
-from transformers_v2l.injection import inject_lora
-from transformers_v2l.lora import stack_adapters
+from transformers_v2l.injection import inject_lora, stack_adapters
 from transformers_v2l.video_io import load_video
 
 

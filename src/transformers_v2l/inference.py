@@ -19,8 +19,8 @@ from .adapter_ops import merged_adapter
 from .backbones import Video2LoraBackbone, get_backbone
 from .errors import AdapterMismatchError, CheckpointMismatchError, HubUnavailableError
 from .hub import OFFLINE_MODEL_HINT, hub_unavailable_error, hub_unreachable
-from .injection import inject_lora
-from .lora import GeneratedLora, stack_adapters
+from .injection import inject_lora, stack_adapters
+from .lora import GeneratedLora
 from .video_io import is_single_video
 
 logger = logging.getLogger(__name__)

@@ -22,9 +22,8 @@ from safetensors.torch import load_file, save_file
 
 from . import adapter_ops, peft_state_dict
 from .configuration_generated_lora import GeneratedLoraConfig
-from .errors import AdapterMismatchError
 
-__all__ = ["GeneratedLora", "GeneratedLoraConfig", "stack_adapters"]
+__all__ = ["GeneratedLora", "GeneratedLoraConfig"]
 
 CONFIG_NAME = "adapter_config.json"
 WEIGHTS_NAME = "adapter_model.safetensors"
@@ -573,50 +572,3 @@ class GeneratedLora:
             ```
         """
         adapter_ops.unmerge(model)
-
-
-def stack_adapters(
-    adapters: list[GeneratedLora],
-) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], torch.Tensor]:
-    """Stack adapters into batch tensors for per-row injection.
-
-    Adapters of different ranks (for example composed ones) are zero-padded on the rank axis,
-    which adds nothing to the update.
-
-    Args:
-        adapters: adapters for the same target modules and layers, one per batch row.
-
-    Returns:
-        `(lora_A, lora_B, scaling)` with `lora_A[m]` `[B, L, R_max, d_in]`, `lora_B[m]`
-        `[B, L, R_max, d_out]` and `scaling` `[B]`.
-
-    Raises:
-        AdapterMismatchError: the adapters target different modules or layers.
-
-    Example:
-        ```python
-        with inject_lora(hn.backbone, *stack_adapters([adapter_a, adapter_b])):
-            logits = hn.vlm(input_ids=ids, attention_mask=mask).logits
-        ```
-    """
-    if not adapters:
-        raise ValueError("stack_adapters needs at least one adapter.")
-    first = adapters[0]
-    for adapter in adapters[1:]:
-        if adapter.module_shapes != first.module_shapes or adapter.num_layers != first.num_layers:
-            raise AdapterMismatchError(
-                "Adapters in one batch must target the same modules and layers: got "
-                f"{first.num_layers} layers {first.module_shapes} and {adapter.num_layers} layers {adapter.module_shapes}."
-            )
-    max_rank = max(a.rank for a in adapters)
-    dtype = first.dtype
-    for adapter in adapters[1:]:  # adapters loaded from disk may be bf16 beside fresh fp32 ones
-        dtype = torch.promote_types(dtype, adapter.dtype)
-
-    def pad(t: torch.Tensor) -> torch.Tensor:  # [L, R, d] -> [L, R_max, d]
-        return torch.nn.functional.pad(t.to(dtype), (0, 0, 0, max_rank - t.shape[1]))
-
-    lora_A = {m: torch.stack([pad(a.lora_A[m]) for a in adapters]) for m in first.target_modules}
-    lora_B = {m: torch.stack([pad(a.lora_B[m]) for a in adapters]) for m in first.target_modules}
-    scaling = torch.tensor([a.scaling for a in adapters], dtype=torch.float32)
-    return lora_A, lora_B, scaling

@@ -60,8 +60,7 @@ def teacher_forced_score(hn, adapter: GeneratedLora | None, prompt: str, referen
         teacher_forced_score(hn, adapter, "Describe the video.", ["A bunny wakes up."])
         ```
     """
-    from ..injection import inject_lora
-    from ..lora import stack_adapters
+    from ..injection import inject_lora, stack_adapters
 
     vlm, tokenizer = hn.vlm, hn.processor.tokenizer
     prompt_ids = hn.processor.query_inputs([prompt])["input_ids"][0]  # [P]

@@ -77,8 +77,7 @@ def measure_condition(
     """
     import torch
 
-    from ..injection import inject_lora
-    from ..lora import stack_adapters
+    from ..injection import inject_lora, stack_adapters
     from .common import set_threads
     from .models import BENCH_QUESTION, build_setup, first_token, random_video
 

@@ -27,8 +27,7 @@ from typing import Any
 
 import torch
 
-from ..injection import inject_lora
-from ..lora import stack_adapters
+from ..injection import inject_lora, stack_adapters
 from .common import (
     interleaved,
     log_progress,
