@@ -62,11 +62,15 @@ class PackedTasks:
         self.prefix_text = prefix
         self._cache: dict[tuple[str, str], tuple[list[int], list[int]]] = {}
 
+    def _answer_ids(self, answer: str) -> list[int]:
+        """The scored part of every task: the answer and the end of the turn."""
+        return self.tokenizer(f" {answer}<end_of_utterance>", add_special_tokens=False)["input_ids"]
+
     def segment(self, question: str, answer: str) -> tuple[list[int], list[int]]:
         key = (question, answer)
         if key not in self._cache:
             prompt = self.tokenizer(chat(self.prefix_text + question), add_special_tokens=False)["input_ids"]
-            target = self.tokenizer(f" {answer}<end_of_utterance>", add_special_tokens=False)["input_ids"]
+            target = self._answer_ids(answer)
             p = len(self.prefix_ids)
             if prompt[:p] != self.prefix_ids:
                 raise ValueError("The video prefix does not tokenize the same inside a full prompt.")
@@ -77,13 +81,15 @@ class PackedTasks:
         """A text-only answer from a given description: reasoned (the description is given, unscored),
         or dialog (the description is the first assistant turn). Only the answer is scored."""
         key = (question, description, answer)
-        if key not in self._cache and self.qa_format == "dialog":
+        if key in self._cache:
+            return self._cache[key]
+        if self.qa_format == "dialog":
             prompt = self.tokenizer(
                 chat(toy_world.dialog_prompt(description, question)), add_special_tokens=False
-            )
-            target = self.tokenizer(f" {answer}<end_of_utterance>", add_special_tokens=False)["input_ids"]
-            self._cache[key] = (prompt["input_ids"] + target, [-100] * len(prompt["input_ids"]) + target)
-        if key not in self._cache:
+            )["input_ids"]
+            target = self._answer_ids(answer)
+            self._cache[key] = (prompt + target, [-100] * len(prompt) + target)
+        else:
             prompt = self.tokenizer(chat(question), add_special_tokens=False)["input_ids"]
             given = self.tokenizer(f" {description}", add_special_tokens=False)["input_ids"]
             full = self.tokenizer(

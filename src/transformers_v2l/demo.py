@@ -188,36 +188,33 @@ def _answer_rows(hn, video: str, adapter, questions: list[str], protocol: dict, 
     """`(base answer, base TTFT, Video2LoRA answer, Video2LoRA TTFT)` per question, in the model's protocol."""
     from .toy_world import dialog_prompt
 
-    if protocol["qa_format"] != "dialog":
-        return [
-            (
-                hn.answer_with_video(video, q, max_new_tokens=max_new),
-                _median_seconds(lambda q=q: hn.answer_with_video(video, q, max_new_tokens=1)),
-                hn.answer(adapter, q, max_new_tokens=max_new),
-                _median_seconds(lambda q=q: hn.answer(adapter, q, max_new_tokens=1)),
-            )
-            for q in questions
-        ]
-    reader = protocol["dialog_reader"]
-    caption_base, answers_base = recall_then_answer(hn, questions, video=video, max_new_tokens=max_new)
-    caption_v2l, answers_v2l = recall_then_answer(
-        hn, questions, adapter=adapter, reader=reader, max_new_tokens=max_new
-    )
-    print("This model answers each question as the turn after its own caption (see docs/results.md):")
-    print(f"   base, video in context: {caption_base}")
-    print(f"   Video2LoRA, no video  : {caption_v2l}  (recalled by the adapter; "
-          f"the {'frozen model' if reader == 'frozen' else 'adapter'} answers)\n")  # fmt: skip
-
-    rows = []
-    for question, base, v2l in zip(questions, answers_base, answers_v2l):
-        base_prompt, v2l_prompt = dialog_prompt(caption_base, question), dialog_prompt(caption_v2l, question)
-        base_ttft = _median_seconds(partial(hn.answer_with_video, video, base_prompt, max_new_tokens=1))
-        if reader == "frozen":
-            v2l_ttft = _median_seconds(partial(hn.answer_plain, v2l_prompt, max_new_tokens=1))
-        else:
-            v2l_ttft = _median_seconds(partial(hn.answer, adapter, v2l_prompt, max_new_tokens=1))
-        rows.append((base, base_ttft, v2l, v2l_ttft))
-    return rows
+    if protocol["qa_format"] == "dialog":
+        reader = protocol["dialog_reader"]
+        caption_base, answers_base = recall_then_answer(hn, questions, video=video, max_new_tokens=max_new)
+        caption_v2l, answers_v2l = recall_then_answer(
+            hn, questions, adapter=adapter, reader=reader, max_new_tokens=max_new
+        )
+        print("This model answers each question as the turn after its own caption (see docs/results.md):")
+        print(f"   base, video in context: {caption_base}")
+        print(f"   Video2LoRA, no video  : {caption_v2l}  (recalled by the adapter; "
+              f"the {'frozen model' if reader == 'frozen' else 'adapter'} answers)\n")  # fmt: skip
+        base_prompts = [dialog_prompt(caption_base, q) for q in questions]
+        v2l_prompts = [dialog_prompt(caption_v2l, q) for q in questions]
+        v2l_answer = hn.answer_plain if reader == "frozen" else partial(hn.answer, adapter)
+    else:
+        base_prompts = v2l_prompts = list(questions)
+        v2l_answer = partial(hn.answer, adapter)
+        answers_base = [hn.answer_with_video(video, q, max_new_tokens=max_new) for q in base_prompts]
+        answers_v2l = [v2l_answer(q, max_new_tokens=max_new) for q in v2l_prompts]
+    return [
+        (
+            base,
+            _median_seconds(partial(hn.answer_with_video, video, base_prompt, max_new_tokens=1)),
+            v2l,
+            _median_seconds(partial(v2l_answer, v2l_prompt, max_new_tokens=1)),
+        )
+        for base, base_prompt, v2l, v2l_prompt in zip(answers_base, base_prompts, answers_v2l, v2l_prompts)
+    ]
 
 
 def run_demo(args: argparse.Namespace) -> int:
