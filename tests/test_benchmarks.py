@@ -173,9 +173,8 @@ def test_internalization_with_a_narrower_input_projection(tmp_path):
     )
     assert out["settings"]["input_expansion"] == 2
     assert (tmp_path / "internalization_tiny_x2.json").exists()
-    assert not (
-        tmp_path / "internalization_tiny.json"
-    ).exists()  # the paper-architecture result is kept apart
+    # the paper-architecture result keeps its own file
+    assert not (tmp_path / "internalization_tiny.json").exists()
 
 
 def test_amortized_arithmetic():
