@@ -1,10 +1,10 @@
 """Frames2LoRA checkpoints: safe loading, exact conversion, mismatches, `v2l convert`, Hub route.
 
-Fixture A (`shared/frames2lora/fixture-A`) holds a tiny checkpoint that the authors' own code wrote,
-and the tensors their code computed from it. Other configurations are written with
-`frames2lora_writer` and checked against `reference_frames2lora` below. That function is a direct
-transcription of SPEC section 2, with plain loops over layers, rows, ranks and heads in float64,
-and it does not use `transformers_v2l`.
+Fixture A (`tests/data/frames2lora/fixture-A`, see the README.md beside it) holds a tiny checkpoint
+that the authors' own code wrote, and the tensors their code computed from it. Other configurations
+are written with `frames2lora_writer` and checked against `reference_frames2lora` below. That
+function is a direct transcription of SPEC section 2, with plain loops over layers, rows, ranks and
+heads in float64, and it does not use `transformers_v2l`.
 """
 
 from __future__ import annotations
@@ -41,11 +41,11 @@ from transformers_v2l.frames2lora import (
     read_frames2lora,
 )
 
-# shared/ sits beside the repository clone, locally and in CI
-DEFAULT_FIXTURE = Path(__file__).resolve().parents[2] / "shared" / "frames2lora" / "fixture-A"
+# in the repository, so a fresh clone runs these tests; V2L_FRAMES2LORA_FIXTURE points at another copy
+DEFAULT_FIXTURE = Path(__file__).resolve().parent / "data" / "frames2lora" / "fixture-A"
 FIXTURE = Path(os.environ.get("V2L_FRAMES2LORA_FIXTURE", DEFAULT_FIXTURE))
 needs_fixture = pytest.mark.skipif(
-    not (FIXTURE / "tiny-ref.pt").exists(), reason="Frames2LoRA fixture A not found"
+    not (FIXTURE / "tiny-ref.pt").exists(), reason=f"Frames2LoRA fixture A not found at {FIXTURE}"
 )
 
 # --------------------------------------------------------------------------------------------
