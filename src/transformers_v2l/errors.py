@@ -12,6 +12,7 @@ __all__ = [
     "EmptyVideoError",
     "HubPushError",
     "HubUnavailableError",
+    "InvalidArgumentError",
     "MissingDependencyError",
     "UnsafeCheckpointError",
     "Video2LoraError",
@@ -163,3 +164,20 @@ def require(package: str, extra: str, feature: str):
         return importlib.import_module(package)
     except ImportError as error:
         raise MissingDependencyError(package, extra, feature) from error
+
+
+class InvalidArgumentError(Video2LoraError, ValueError):
+    """An argument is out of range or of the wrong type (for example `num_frames=0`); nothing was done.
+
+    Also a `ValueError`, so code that catches bad input generically keeps working.
+
+    Example:
+        ```python
+        from transformers_v2l.video_io import load_video
+
+        try:
+            load_video("clip.mp4", num_frames=0)
+        except InvalidArgumentError as error:
+            print(error)  # num_frames must be an integer >= 1, got 0.
+        ```
+    """
