@@ -7,8 +7,10 @@ listing, paths-info, branches, refs, whoami and YAML validation. Errors carry th
 header the client maps to `RepositoryNotFoundError`, `RevisionNotFoundError` and `EntryNotFoundError`.
 
 Only the standard library is used. Set `hub.refuse_commits = 500` (or 403) to make every commit
-fail, as a Hub outage or a permission problem would. Xet storage is not implemented: clients must
-run with `HF_HUB_DISABLE_XET` (the test fixture sets it), and then upload through LFS.
+fail, as a Hub outage or a permission problem would. `hub.inject_fault(method, path, status)` fails
+chosen requests anywhere in a transfer (for example the commit, after the files were uploaded), a
+given number of times or until `reset()`. Xet storage is not implemented: clients must run with
+`HF_HUB_DISABLE_XET` (the test fixture sets it), and then upload through LFS.
 
 Example:
     ```python
@@ -22,6 +24,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import re
 import threading
 import uuid
 from dataclasses import dataclass, field
@@ -91,6 +94,25 @@ class Repo:
         return self.commits.get(oid)
 
 
+@dataclass
+class Fault:
+    """Requests that fail on purpose: `method` and a regex `path` (searched in the URL path) select them."""
+
+    method: str
+    path: str
+    status: int = 500
+    times: int | None = None  # failures before the fault clears itself; None: until removed
+    failed: int = 0
+
+    def fires(self, method: str, path: str) -> bool:
+        if method != self.method or not re.search(self.path, path):
+            return False
+        if self.times is not None and self.failed >= self.times:
+            return False
+        self.failed += 1
+        return True
+
+
 class HubError(Exception):
     def __init__(self, status: int, message: str, code: str | None = None, commit: str | None = None):
         super().__init__(message)
@@ -106,6 +128,7 @@ class LocalHub:
         self.requests: list[tuple[str, str]] = []  # (method, path) in arrival order
         self.commit_log: list[dict] = []  # header and params of every accepted commit
         self.refuse_commits: int | None = None
+        self.faults: list[Fault] = []
         self.token = TOKEN
         self.user = USER
         self.lock = threading.RLock()
@@ -136,6 +159,19 @@ class LocalHub:
             self.requests.clear()
             self.commit_log.clear()
             self.refuse_commits = None
+            self.faults.clear()
+
+    def inject_fault(self, method: str, path: str, status: int = 500, *, times: int | None = None) -> Fault:
+        """Answer `status` to `method` requests whose URL path matches the regex `path`.
+
+        The next `times` matching requests fail (every one if `None`, until `reset()` or
+        `faults.remove(fault)`). The request body is read first, as a server that fails after
+        receiving an upload would.
+        """
+        fault = Fault(method, path, status, times)
+        with self.lock:
+            self.faults.append(fault)
+        return fault
 
     # ---- state helpers ------------------------------------------------------------------------------
     def files(self, repo_id: str, revision: str = "main") -> dict[str, bytes]:
@@ -238,6 +274,12 @@ def _handler(hub: LocalHub):
             segments = [s for s in path.split("/") if s]
             try:
                 with hub.lock:
+                    fault = next((f for f in hub.faults if f.fires(method, path)), None)
+                    if fault is not None:
+                        self._body()
+                        raise HubError(
+                            fault.status, f"Injected fault: {method} {path} answered {fault.status}"
+                        )
                     self._route(method, segments, query)
             except HubError as error:
                 self._error(error)

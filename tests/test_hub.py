@@ -1,18 +1,32 @@
 """Adapters and hypernetwork checkpoints through a local Hub-compatible server, with the real client."""
 
+import contextlib
+import os
+import re
+import shlex
+import socket
+import stat
+import time
+
 import pytest
 import torch
 import yaml
 
-from transformers_v2l import HubUnavailableError, SmolVLMBackbone
+from transformers_v2l import HubUnavailableError
+from transformers_v2l.cli import main
+from transformers_v2l.families.smolvlm import SmolVLMFamily
 from transformers_v2l.hub import (
+    BaseModelIdError,
     HubPushError,
+    InvalidRepoIdError,
     atomic_folder,
+    push_adapter_to_hub,
     push_folder_to_hub,
     push_hypernetwork_to_hub,
     resolve_commit_hash,
 )
 from transformers_v2l.lora import GeneratedLora
+from transformers_v2l.training.utils import atomic_write_text, current_umask
 
 pytestmark = pytest.mark.filterwarnings("ignore:Use 'content=:DeprecationWarning")
 
@@ -26,15 +40,16 @@ PROVENANCE = {
 }
 
 
-def make_adapter(vlm, rank=4, seed=0):
+def make_adapter(vlm, rank=4, seed=0, base="HuggingFaceTB/SmolVLM2-500M-Video-Instruct"):
     generator = torch.Generator().manual_seed(seed)
-    (d_in, d_out) = SmolVLMBackbone.module_shapes(vlm.config, ["down_proj"])["down_proj"]
+    (d_in, d_out) = SmolVLMFamily.module_shapes(vlm.config, ["down_proj"])["down_proj"]
     layers = vlm.config.text_config.num_hidden_layers
     return GeneratedLora(
         {"down_proj": torch.randn(layers, rank, d_in, generator=generator)},
         {"down_proj": torch.randn(layers, rank, d_out, generator=generator)},
         scaling=16.0,
-        base_model_name_or_path="HuggingFaceTB/SmolVLM2-500M-Video-Instruct",
+        base_model_name_or_path=str(base),
+        base_model_type=SmolVLMFamily.name,
         metadata=dict(PROVENANCE),
     )
 
@@ -143,9 +158,8 @@ def test_hypernetwork_checkpoint_round_trip_with_model_card(tiny_hypernet, tiny_
         tiny_hypernet, "tester/video2lora-tiny", private=True, model_card_kwargs=card_kwargs
     )
     files = local_hub.files("tester/video2lora-tiny")
-    assert set(files) == {".gitattributes", "README.md", "config.json", "model.safetensors"}, (
-        "safetensors only"
-    )
+    assert {"README.md", "config.json", "model.safetensors", "processor_config.json"} <= set(files)
+    assert not any(name.endswith((".bin", ".pt", ".pth", ".pkl")) for name in files), "safetensors only"
     card = front_matter(files["README.md"].decode())
     assert card["base_model"] == tiny_hypernet.config.base_model_name_or_path
     assert card["library_name"] == "transformers-v2l" and card["datasets"] == ["HuggingFaceFV/finevideo"]
@@ -218,8 +232,8 @@ def test_an_uncached_repo_offline_says_how_to_work_locally(monkeypatch, tmp_path
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
     with pytest.raises(
         HubUnavailableError,
-        match=r"'me/adapter': it is not a local folder, HF_HUB_OFFLINE is set.*adapter_config.json is not in "
-        r"the cache\. Pass the path of a local folder instead.*unset HF_HUB_OFFLINE",
+        match=r"'me/adapter': it is not a local folder \(nothing at .*me/adapter\), HF_HUB_OFFLINE is set.*"
+        r"adapter_config.json is not in the cache\. Pass the path of a local folder instead.*unset HF_HUB_OFFLINE",
     ):
         GeneratedLora.from_pretrained("me/adapter")
     for load in (
@@ -254,12 +268,206 @@ def test_a_push_without_a_token_says_how_to_log_in(tiny_vlm, local_hub, monkeypa
     assert "tester/clip-adapter" not in local_hub.repos
 
 
-@pytest.mark.slow  # huggingface_hub retries a refused connection for about 25 s before giving up
-def test_an_unreachable_hub_says_so_and_points_to_local_folders(monkeypatch, tmp_path):
-    url = _unreachable_hub(monkeypatch, tmp_path)
+# ---- a typo in a local path, a URL: fast, clear errors ------------------------------------------------------
+@contextlib.contextmanager
+def _black_hole_url():
+    """A port on 127.0.0.1 whose accept queue is full: the kernel drops new connections, as a firewall would."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(0)
+    address = server.getsockname()
+    fillers = [socket.socket() for _ in range(4)]
+    for filler in fillers:
+        filler.setblocking(False)
+        filler.connect_ex(address)
+    time.sleep(0.2)
+    with socket.socket() as check:
+        check.settimeout(0.5)
+        with pytest.raises(TimeoutError):  # the endpoint really drops connections
+            check.connect(address)
+    try:
+        yield f"http://{address[0]}:{address[1]}"
+    finally:
+        for sock in [*fillers, server]:
+            sock.close()
+
+
+@pytest.mark.parametrize("network", ["connection refused", "connections dropped"])
+def test_a_typo_in_a_local_path_without_a_hub_fails_within_seconds(network, monkeypatch, tmp_path):
+    """`v2l ask out/nope` used to print six retry lines and take 28 s; now one connection attempt decides."""
+    from huggingface_hub import constants
+
+    from transformers_v2l import Video2LoraHypernetwork
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "out" / "nop").mkdir(parents=True)
+    with contextlib.ExitStack() as stack:
+        url = _unreachable_hub(monkeypatch, tmp_path)
+        if network == "connections dropped":
+            url = stack.enter_context(_black_hole_url())
+            monkeypatch.setattr(constants, "ENDPOINT", url)
+            monkeypatch.setattr(
+                constants, "HUGGINGFACE_CO_URL_TEMPLATE", url + "/{repo_id}/resolve/{revision}/{filename}"
+            )
+        cause = "ConnectError" if network == "connection refused" else "ConnectTimeout"
+        for load, filename in (
+            (GeneratedLora.from_pretrained, "adapter_config.json"),
+            (Video2LoraHypernetwork.from_pretrained, "config.json"),
+        ):
+            start = time.perf_counter()
+            with pytest.raises(HubUnavailableError) as error:
+                load("out/nope")
+            seconds = time.perf_counter() - start
+            assert seconds < 5, f"{load.__qualname__} took {seconds:.1f} s"
+            assert re.search(
+                rf"'out/nope': it is not a local folder \(nothing at {re.escape(str(tmp_path / 'out' / 'nope'))}\), "
+                rf"the Hugging Face Hub at {url} could not be reached \({cause}.*{filename} is not in the cache.*"
+                r"Did you mean out/nop\?",
+                str(error.value),
+            ), str(error.value)
+
+
+def test_an_unreachable_hub_loads_cached_files_at_once(tiny_vlm, local_hub, monkeypatch, tmp_path):
+    from huggingface_hub import constants
+
+    adapter = make_adapter(tiny_vlm)
+    info = adapter.push_to_hub("tester/cached")
+    GeneratedLora.from_pretrained("tester/cached")  # fills the cache
+    cache = constants.HF_HUB_CACHE
+    _unreachable_hub(monkeypatch, tmp_path)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", cache)
+    start = time.perf_counter()
+    assert_same(GeneratedLora.from_pretrained("tester/cached"), adapter)
+    assert_same(GeneratedLora.from_pretrained("tester/cached", revision=info.oid), adapter)
+    assert time.perf_counter() - start < 5
+    assert (
+        GeneratedLora.from_pretrained("tester/cached").metadata == PROVENANCE
+    )  # the optional card, cached too
+    with pytest.raises(HubUnavailableError, match="could not be reached"):
+        GeneratedLora.from_pretrained("tester/cached", revision="not-cached")
+
+
+def test_urls_are_refused_with_what_to_pass_instead(local_hub):
+    from transformers_v2l import Video2LoraHypernetwork
+
+    cases = {
+        "https://example.com/adapter": "download them into a folder first",
+        "https://huggingface.co/me/clip-adapter": "pass 'me/clip-adapter'.",
+        "https://huggingface.co/me/clip-adapter/tree/pruned": "pass 'me/clip-adapter' with revision='pruned'",
+        f"{local_hub.url}/tester/clip": "pass 'tester/clip'.",
+    }
+    for url, instead in cases.items():
+        for load in (GeneratedLora.from_pretrained, Video2LoraHypernetwork.from_pretrained):
+            with pytest.raises(InvalidRepoIdError, match="URLs are not supported") as error:
+                load(url)
+            assert instead in str(error.value) and "a Hub repo id (`namespace/name`" in str(error.value)
+    assert local_hub.requests == [], "refused before any network call"
+
+
+# ---- pushing: the base model's Hub id, and failures that say what to retry ---------------------------------
+def _snapshot(folder):
+    return {p.name: (p.read_bytes(), p.stat().st_mtime_ns, p.stat().st_mode) for p in folder.iterdir()}
+
+
+def test_an_adapter_of_a_local_base_model_is_pushed_under_its_hub_id(
+    tiny_vlm, tiny_vlm_path, hub_base_model, local_hub, tmp_path, capsys
+):
+    adapter = make_adapter(tiny_vlm, base=tiny_vlm_path)
+    folder = adapter.save_pretrained(tmp_path / "clip-adapter")
+    before = _snapshot(folder)
     with pytest.raises(
-        HubUnavailableError,
-        match=rf"'me/adapter': it is not a local folder, the Hugging Face Hub at {url} could not be reached "
-        r"\(ConnectError.*not in the cache\. Pass the path of a local folder instead.*check your network",
+        BaseModelIdError, match=rf"the local path {re.escape(str(tiny_vlm_path))}.*base_model_id="
     ):
-        GeneratedLora.from_pretrained("me/adapter")
+        push_adapter_to_hub(adapter, "tester/clip")
+    refusals = {
+        (): rf"BaseModelIdError: The adapter records the local path {re.escape(str(tiny_vlm_path))}, which nobody "
+        r"who downloads it can load.*--base-model-id namespace/name",
+        ("--base-model-id", str(tiny_vlm_path)): r"BaseModelIdError: base_model_id=.* is not a Hub repo id",
+        (
+            "--base-model-id",
+            "tester/no-such-model",
+        ): r"BaseModelIdError: .*'tester/no-such-model'.* no such model",
+    }
+    for options, message in refusals.items():
+        assert main(["push", str(folder), "tester/clip", *options]) == 1
+        err = capsys.readouterr().err
+        assert re.search(message, err) and "Traceback" not in err, err
+    assert "tester/clip" not in local_hub.repos, "refused before anything was uploaded"
+
+    assert main(["push", str(folder), "tester/clip", "--base-model-id", hub_base_model]) == 0
+    files = local_hub.files("tester/clip")
+    assert f'"base_model_name_or_path": "{hub_base_model}"'.encode() in files["adapter_config.json"]
+    assert front_matter(files["README.md"].decode())["base_model"] == hub_base_model
+    assert str(tiny_vlm_path).encode() not in files["adapter_config.json"] + files["README.md"]
+    assert _snapshot(folder) == before, "the local adapter keeps its path"
+    pulled = GeneratedLora.from_pretrained("tester/clip")
+    assert_same(pulled, adapter)
+    assert pulled.base_model_name_or_path == hub_base_model
+
+
+def test_a_push_that_fails_midway_keeps_the_adapter_and_says_what_to_retry(
+    tiny_vlm, tiny_vlm_path, hub_base_model, local_hub, tmp_path, capsys
+):
+    adapter = make_adapter(tiny_vlm, base=tiny_vlm_path)
+    folder = adapter.save_pretrained(tmp_path / "clip-adapter")
+    before, listing = _snapshot(folder), sorted(tmp_path.iterdir())
+    fault = local_hub.inject_fault("POST", r"^/api/models/tester/clip/commit/", 500, times=2)
+    local_hub.requests.clear()
+    assert main(["push", str(folder), "tester/clip", "--base-model-id", hub_base_model, "--private"]) == 1
+    err = capsys.readouterr().err
+    command = f"v2l push {folder} tester/clip --base-model-id {hub_base_model} --private"
+    assert (
+        "could not upload and commit the files (HTTP 500 from POST /api/models/tester/clip/commit/main" in err
+    )
+    assert f"The local adapter folder {folder} was not changed." in err and f"To retry: `{command}`" in err
+    methods = [(method, path.split("/")[1]) for method, path in local_hub.requests]
+    assert ("PUT", "_lfs_upload") in methods, "the weights were uploaded before the commit failed"
+    assert set(local_hub.files("tester/clip")) == {".gitattributes"}, "no partial commit"
+    assert _snapshot(folder) == before and sorted(tmp_path.iterdir()) == listing
+
+    with pytest.raises(HubPushError) as error:  # the same from Python, from the adapter in memory
+        push_adapter_to_hub(adapter, "tester/clip", base_model_id=hub_base_model, revision="v1")
+    assert "Nothing was written locally, and the adapter is unchanged." in str(error.value)
+    assert (
+        f"To retry: `adapter.push_to_hub('tester/clip', base_model_id='{hub_base_model}', revision='v1')`"
+        in str(error.value)
+    )
+
+    assert fault.failed == 2  # and the fault has cleared: the Hub is back
+    retry = re.search(r"To retry: `(.*?)`", err)[1]
+    assert main(shlex.split(retry)[1:]) == 0  # the command the message gave, as written
+    assert local_hub.repos["tester/clip"].private
+    assert_same(GeneratedLora.from_pretrained("tester/clip"), adapter)
+
+
+# ---- permissions: what a plain write would give, whatever the umask ---------------------------------------
+@pytest.mark.parametrize("umask", [0o022, 0o027, 0o002, 0o077])
+def test_atomic_writes_have_the_permissions_of_plain_writes(umask, tmp_path):
+    old = os.umask(umask)
+    try:
+        assert current_umask() == umask
+        shared = tmp_path / "shared"  # a setgid folder: new folders inherit the bit
+        shared.mkdir()
+        os.chmod(shared, 0o2775)
+        (shared / "plain").mkdir()
+        (shared / "plain" / "a.json").write_text("{}")
+        with atomic_folder(shared / "atomic") as tmp:
+            (tmp / "a.json").write_text("{}")
+        atomic_write_text(shared / "atomic.json", "{}")
+
+        def mode(path):
+            return stat.S_IMODE(path.stat().st_mode)
+
+        assert mode(shared / "atomic") == mode(shared / "plain") == (0o2777 & ~umask)
+        assert mode(shared / "atomic" / "a.json") == mode(shared / "plain" / "a.json") == 0o666 & ~umask
+        assert mode(shared / "atomic.json") == 0o666 & ~umask
+        # rewritten in place, a file or folder keeps its own permissions, as with open(path, "w")
+        os.chmod(shared / "atomic.json", 0o600)
+        os.chmod(shared / "atomic", 0o2750)
+        atomic_write_text(shared / "atomic.json", "[]")
+        with atomic_folder(shared / "atomic") as tmp:
+            (tmp / "b.json").write_text("[]")
+        assert mode(shared / "atomic.json") == 0o600 and mode(shared / "atomic") == 0o2750
+        assert sorted(p.name for p in (shared / "atomic").iterdir()) == ["a.json", "b.json"]
+    finally:
+        os.umask(old)

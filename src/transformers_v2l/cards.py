@@ -112,15 +112,60 @@ def _provenance_rows(provenance: dict[str, Any]) -> str:
 
 def _hub_id(name: str | None) -> str | None:
     """`name` if it can be a Hub repository id (`name` or `namespace/name`), else `None` (a local path)."""
-    if (
-        not name
-        or "\\" in name
-        or name.count("/") > 1
-        or name.startswith(("/", ".", "~"))
-        or Path(name).exists()
-    ):
-        return None
-    return name
+    from .hub_resolve import is_hub_repo_id
+
+    return name if is_hub_repo_id(name) else None
+
+
+def _usage(base_model: str | None, base_shown: str | None, repo_id: str | None, provenance: dict) -> str:
+    """The card's usage section: runnable as written once the adapter, its base model (and the
+    hypernetwork, when the provenance names one on the Hub) are on the Hub."""
+    base = base_model or "<Hub id of the base model>"
+    repo = repo_id or "<this adapter's repo or folder>"
+    note = ""
+    if base_model is None:
+        where = f"was loaded from a local folder (`{base_shown}`)" if base_shown else "is not recorded"
+        note = (
+            f"\nThe base model {where}: put its Hub id in the snippets, or push the adapter with "
+            "`push_to_hub(repo_id, base_model_id=...)` (`v2l push --base-model-id`) to record it.\n"
+        )
+    hypernetwork = _hub_id(provenance.get("hypernetwork"))
+    if hypernetwork:
+        revision = provenance.get("hypernetwork_revision")
+        pinned = f', revision="{revision}"' if revision else ""
+        library = f"""```python
+from transformers_v2l import GeneratedLora, Video2LoraHypernetwork
+
+hn = Video2LoraHypernetwork.from_pretrained("{hypernetwork}"{pinned})  # the hypernetwork that made it
+adapter = GeneratedLora.from_pretrained("{repo}")
+print(hn.answer(adapter, "What happens in the video?"))
+```"""
+    else:
+        library = f"""```python
+from transformers_v2l import GeneratedLora
+
+adapter = GeneratedLora.from_pretrained("{repo}")
+print(adapter.rank, adapter.target_modules)
+```
+
+Answer with it through `Video2LoraHypernetwork.answer` (any hypernetwork for `{base}`), or merge it
+into a plainly loaded base model with `adapter.merge_into(vlm)`."""
+    return f"""## Usage
+{note}
+With PEFT alone:
+
+```python
+from peft import PeftModel
+from transformers import AutoModelForImageTextToText
+
+base = AutoModelForImageTextToText.from_pretrained("{base}")
+model = PeftModel.from_pretrained(base, "{repo}")
+```
+
+With transformers-v2l (batched answering with many adapters, composition, pruning, merging):
+
+{library}
+"""
 
 
 def adapter_model_card(
@@ -181,7 +226,6 @@ def adapter_model_card(
     else:
         base_model_shown = base_model
     base = base_model_shown or "<base model>"
-    repo = repo_id or "<this adapter's repo or folder>"
     meta = dict(provenance)
     for key in ("source", "hypernetwork"):  # never publish local folder names
         if isinstance(meta.get(key), str) and _hub_id(meta[key]) is None:
@@ -238,27 +282,7 @@ visual tokens in the prompt. It is a standard PEFT LoRA adapter for `{base}`.
 - Effective rank R = {rank} (generated ranks plus learned bias ranks), scaling s = lora_alpha / r = {scaling:g}
 - Tensors: {dtype}, {nbytes / 1e6:.2f} MB
 {pruned}
-## Usage
-
-With PEFT alone:
-
-```python
-from peft import PeftModel
-from transformers import AutoModelForImageTextToText
-
-base = AutoModelForImageTextToText.from_pretrained("{base}")
-model = PeftModel.from_pretrained(base, "{repo}")
-```
-
-With transformers-v2l (batched answering with many adapters, composition, pruning, merging):
-
-```python
-from transformers_v2l import GeneratedLora, Video2LoraHypernetwork
-
-adapter = GeneratedLora.from_pretrained("{repo}")
-hn.answer(adapter, "What happens in the video?")
-```
-
+{_usage(base_model, base_model_shown, repo_id, provenance)}
 ## Limitations
 
 The adapter encodes what the hypernetwork extracted from the video. Share it only where you may
@@ -274,6 +298,8 @@ def hypernetwork_model_card(
     training: dict[str, Any] | None = None,
     license: str | None = None,
     repo_id: str | None = None,
+    processor=None,
+    tags: Sequence[str] = (),
 ):
     """The model card of a hypernetwork checkpoint: base model, training data and the paper's settings.
 
@@ -283,6 +309,9 @@ def hypernetwork_model_card(
         training: training settings to record (steps, batch size, learning rate, ...).
         license: an SPDX license id.
         repo_id: the Hub repository, for the usage snippet.
+        processor: the `Video2LoraProcessor` saved with it, for the preprocessing settings (frames,
+            resolution, instruction, answering protocol).
+        tags: extra Hub tags.
 
     Returns:
         A `huggingface_hub.ModelCard` with `library_name: transformers-v2l`.
@@ -304,10 +333,10 @@ def hypernetwork_model_card(
         "latent_size": config.latent_size,
         "num_latent_queries": config.num_latent_queries,
         "num_blocks": config.num_blocks,
-        "num_frames": config.num_frames,
-        "longest_edge": config.longest_edge,
-        "instruction": config.instruction,
     }
+    if processor is not None:
+        settings.update(num_frames=processor.num_frames, longest_edge=processor.longest_edge,
+                        instruction=processor.instruction, answer_protocol=processor.answer["protocol"])  # fmt: skip
     data = {
         "base_model": base,
         # The hypernetwork never changes the base model's weights; it is used beside the frozen base,
@@ -316,7 +345,9 @@ def hypernetwork_model_card(
         "library_name": "transformers-v2l",
         "license": license,
         "datasets": list(datasets) if datasets else None,
-        "tags": ["video2lora", "hypernetwork", "lora", "video", "transformers-v2l"],
+        "tags": list(
+            dict.fromkeys(["video2lora", "hypernetwork", "lora", "video", "transformers-v2l", *tags])
+        ),
         "video2lora": {"settings": settings, "training": training or None, "source": config.source},
     }
     rows = "\n".join(f"| `{k}` | {_format(v)} |" for k, v in settings.items())
@@ -331,7 +362,7 @@ def hypernetwork_model_card(
     source = f"\nConverted from `{_format(config.source)}`.\n" if config.source else ""
     repo = repo_id or "<this repo or folder>"
     body = f"""
-# Video2LoRA hypernetwork for {base or "a SmolVLM model"}
+# Video2LoRA hypernetwork for {base or "a vision-language model"}
 
 A Perceiver hypernetwork ([Video2LoRA]({PAPER_URL})) that turns a video into a LoRA adapter for the frozen
 base model `{base or "not recorded"}` in one forward pass. Only the hypernetwork is stored here
@@ -371,7 +402,8 @@ def save_hypernetwork_card(save_directory: str | os.PathLike, config, **card_kwa
     Args:
         save_directory: an existing folder, usually the one `save_pretrained` wrote.
         config: the hypernetwork's `Video2LoraConfig`.
-        **card_kwargs: `datasets`, `training`, `license` or `repo_id`, as for `hypernetwork_model_card`.
+        **card_kwargs: `datasets`, `training`, `license`, `repo_id`, `processor` or `tags`, as for
+            `hypernetwork_model_card`.
 
     Returns:
         The path of the README.md written.

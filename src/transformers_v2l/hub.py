@@ -1,13 +1,16 @@
 """Hugging Face Hub plumbing shared by generated adapters and hypernetwork checkpoints.
 
 * `atomic_folder`: write a folder in a temporary sibling and rename it into place, so a crash or an
-  error never leaves a half-written folder behind.
+  error never leaves a half-written folder behind; it gets the permissions a plain `mkdir` would.
 * `push_folder_to_hub`: create the repository (and branch), upload a folder in one commit, and turn
-  every failure into a `HubPushError` that says what failed and that nothing local was changed.
-* `resolve_repo_files`: find files in a local folder or download them from a Hub repository, with
-  `HubUnavailableError` when the Hub cannot be reached and the files are not cached.
-* `push_saved_to_hub`: save into a temporary folder, then push it (nothing is written locally); what
-  `GeneratedLora.push_to_hub` and `Video2LoraHypernetwork.push_to_hub` call.
+  every failure into a `HubPushError` that says what failed, that nothing local was changed, and
+  what to run to retry.
+* `resolve_repo_files`: find files in a local folder or download them from a Hub repository. It
+  refuses URLs (`InvalidRepoIdError`) and, when the Hub cannot be reached, says so within a couple
+  of seconds (`HubUnavailableError`) instead of retrying for half a minute.
+* `push_adapter_to_hub`: push a `GeneratedLora` under the Hub id of its base model
+  (`BaseModelIdError` when that is a local path and no id is given).
+* `push_saved_to_hub`: save into a temporary folder, then push it (nothing is written locally).
 
 Model cards live in `cards.py`.
 
@@ -18,8 +21,9 @@ Everything goes through the real `huggingface_hub` client, which reads `HF_ENDPO
 from __future__ import annotations
 
 import contextlib
+import copy
+import dataclasses
 import os
-import re
 import shutil
 import tempfile
 import uuid
@@ -27,17 +31,53 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from .errors import HubPushError, HubUnavailableError
+from .errors import HubPushError, InvalidArgumentError
+from .hub_resolve import (
+    CONNECT_TIMEOUT,
+    OFFLINE_MODEL_HINT,
+    InvalidRepoIdError,
+    _network_error,
+    hub_unavailable_error,
+    hub_unreachable,
+    is_hub_repo_id,
+    resolve_commit_hash,
+    resolve_repo_files,
+)
+from .training.utils import set_plain_permissions
 
 __all__ = [
+    "CONNECT_TIMEOUT",
+    "OFFLINE_MODEL_HINT",
+    "BaseModelIdError",
     "HubPushError",
+    "InvalidRepoIdError",
     "atomic_folder",
+    "hub_unavailable_error",
+    "hub_unreachable",
+    "is_hub_repo_id",
+    "publishable_base_model",
+    "push_adapter_to_hub",
     "push_folder_to_hub",
     "push_hypernetwork_to_hub",
     "push_saved_to_hub",
     "resolve_commit_hash",
     "resolve_repo_files",
 ]
+
+
+class BaseModelIdError(InvalidArgumentError):
+    """A push would publish a base model that others cannot load (a local path, or no base model).
+
+    Raised before anything is uploaded; the message says how to pass the base model's Hub id.
+
+    Example:
+        ```python
+        try:
+            push_adapter_to_hub(adapter, "me/clip-adapter")
+        except BaseModelIdError:
+            push_adapter_to_hub(adapter, "me/clip-adapter", base_model_id="HuggingFaceTB/SmolVLM2-500M-Video-Instruct")
+        ```
+    """
 
 
 # ---- atomic folder writes ---------------------------------------------------------------------------
@@ -64,7 +104,8 @@ def atomic_folder(path: str | os.PathLike) -> Iterator[Path]:
     If `path` already exists, the files written in the block replace the files of the same name,
     other files in it are kept (hard-linked into the new folder, never moved), and the old folder is
     swapped out with two renames. If the block raises, the temporary folder is removed and `path` is
-    untouched.
+    untouched. The folder gets the permissions a plain `mkdir` would give it (`0o777 & ~umask`), or
+    keeps those of the folder it replaces.
 
     Args:
         path: the folder to create or update.
@@ -85,6 +126,7 @@ def atomic_folder(path: str | os.PathLike) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     try:
         yield tmp
+        set_plain_permissions(tmp, target)  # mkdtemp makes 0700 folders; a plain mkdir follows the umask
         if target.exists():
             _link_or_copy_tree(target, tmp)
             backup = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:8]}"
@@ -96,95 +138,6 @@ def atomic_folder(path: str | os.PathLike) -> Iterator[Path]:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
-
-
-# ---- Hub errors ------------------------------------------------------------------------------------
-_NETWORK_ERRORS = (
-    "ConnectError",
-    "ConnectTimeout",
-    "ReadTimeout",
-    "TimeoutException",
-    "NetworkError",
-    "ProxyError",
-)
-
-#: Appended to errors about hypernetworks and base models: what works without the Hub.
-OFFLINE_MODEL_HINT = (
-    " Without the Hub, the embedded tiny-world model works offline: "
-    "`transformers_v2l.demo.load_default_hypernetwork()`, which `v2l demo`, `v2l internalize` and `v2l ask` use "
-    "when no --hypernetwork is given."
-)
-
-
-def _causes(error: BaseException | None) -> Iterator[BaseException]:
-    seen: set[int] = set()
-    while error is not None and id(error) not in seen:
-        seen.add(id(error))
-        yield error
-        error = error.__cause__ or error.__context__
-
-
-def _network_error(error: BaseException | None) -> BaseException | None:
-    """The connection or timeout error behind `error`, if any."""
-    return next((e for e in _causes(error) if type(e).__name__ in _NETWORK_ERRORS), None)
-
-
-def hub_unreachable(error: BaseException) -> bool:
-    """Whether `error` (or an error it was raised from) means files were neither cached nor downloadable:
-    offline mode, `local_files_only`, or a network failure. Not for errors the Hub itself answered."""
-    from huggingface_hub.errors import LocalEntryNotFoundError, OfflineModeIsEnabled
-
-    unavailable = (LocalEntryNotFoundError, OfflineModeIsEnabled, HubUnavailableError)
-    return any(isinstance(e, unavailable) for e in _causes(error)) or _network_error(error) is not None
-
-
-def hub_unavailable_error(
-    name_or_path: str | os.PathLike,
-    filename: str,
-    error: BaseException | None = None,
-    *,
-    local_files_only: bool = False,
-    hint: str = "",
-) -> HubUnavailableError:
-    """A `HubUnavailableError` that says why the Hub was not used and how to do without it.
-
-    Args:
-        name_or_path: what the user asked for (a Hub repo id that is not a local folder).
-        filename: the file that could not be found, for the message.
-        error: the error of `huggingface_hub` or `transformers`, for the cause of a network failure.
-        local_files_only: whether the caller asked for the cache only.
-        hint: a sentence appended to the message (for example `OFFLINE_MODEL_HINT`).
-
-    Returns:
-        The error, to raise `from error`.
-
-    Example:
-        ```python
-        try:
-            path = hf_hub_download("me/clip-adapter", "adapter_config.json")
-        except LocalEntryNotFoundError as error:
-            raise hub_unavailable_error("me/clip-adapter", "adapter_config.json", error) from error
-        ```
-    """
-    from huggingface_hub import constants
-
-    if constants.HF_HUB_OFFLINE:
-        reason, retry = (
-            "HF_HUB_OFFLINE is set, so the Hub was not contacted",
-            "or unset HF_HUB_OFFLINE to download it",
-        )
-    elif local_files_only:
-        reason, retry = "local_files_only=True, so the Hub was not contacted", "or drop local_files_only=True"
-    else:
-        network = _network_error(error)
-        cause = f" ({type(network).__name__}: {network})" if network is not None else ""
-        reason = f"the Hugging Face Hub at {constants.ENDPOINT} could not be reached{cause}"
-        retry = "or check your network connection (and HF_ENDPOINT or proxy settings) and try again"
-    return HubUnavailableError(
-        f"Cannot load {str(name_or_path)!r}: it is not a local folder, {reason}, and {filename} is not in the "
-        f"cache. Pass the path of a local folder instead (for example one written by `save_pretrained`), "
-        f"{retry}.{hint}"
-    )
 
 
 def _push_advice(error: BaseException, token: str | bool | None) -> str:
@@ -240,6 +193,7 @@ def push_folder_to_hub(
     token: str | bool | None = None,
     allow_patterns: Sequence[str] | None = None,
     local_description: str | None = None,
+    retry: str | None = None,
 ):
     """Upload the files of `folder` to a Hub model repository in one commit.
 
@@ -257,6 +211,7 @@ def push_folder_to_hub(
         token: a Hub token; defaults to `HF_TOKEN` or the stored login.
         allow_patterns: upload only files matching these glob patterns; default all.
         local_description: how to describe the local files in error messages.
+        retry: the command or call that retries the push, for error messages; default this call.
 
     Returns:
         The `huggingface_hub.CommitInfo` of the commit (`.oid`, `.commit_url`, `.pr_url`).
@@ -273,6 +228,12 @@ def push_folder_to_hub(
 
     api = HfApi(token=token)
     local = local_description or f"The push did not change the local folder {Path(folder)}."
+    if retry is None:
+        named = (("revision", revision), ("private", private), ("create_pr", create_pr))
+        options = "".join(f", {k}={v!r}" for k, v in named if v)
+        retry = (
+            f"push_folder_to_hub({str(folder)!r}, {repo_id!r}, commit_message={commit_message!r}{options})"
+        )
     step = "create the repository"
     try:
         repo_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id
@@ -296,140 +257,8 @@ def push_folder_to_hub(
             reason = _hub_error_reason(error)
         raise HubPushError(
             f"Pushing to the Hub repository {repo_id!r} at {api.endpoint} failed: could not {step} ({reason}). "
-            f"{local}{_push_advice(error, token)}"
+            f"{local}{_push_advice(error, token)} To retry: `{retry}`"
         ) from error
-
-
-def resolve_repo_files(
-    name_or_path: str | os.PathLike,
-    filenames: Sequence[str],
-    *,
-    optional: Sequence[str] = (),
-    subfolder: str | None = None,
-    revision: str | None = None,
-    token: str | bool | None = None,
-    cache_dir: str | os.PathLike | None = None,
-    local_files_only: bool = False,
-) -> dict[str, Path | None]:
-    """Local paths of files from a folder or a Hub model repository (downloaded and cached).
-
-    Args:
-        name_or_path: a local folder or a Hub repo id.
-        filenames: files that must exist.
-        optional: files that may be missing (their value is `None`).
-        subfolder: a folder inside the repository.
-        revision: a branch, tag or commit of the Hub repository.
-        token: a Hub token for private repositories.
-        cache_dir: the Hub cache folder; defaults to `HF_HUB_CACHE`.
-        local_files_only: only use the local cache.
-
-    Returns:
-        `{filename: path or None}`.
-
-    Raises:
-        FileNotFoundError: a required file is missing from a local folder.
-        HubUnavailableError: the Hub cannot be reached and the files are not cached.
-        huggingface_hub.errors.RepositoryNotFoundError, RevisionNotFoundError, EntryNotFoundError: the Hub says so.
-
-    Example:
-        ```python
-        paths = resolve_repo_files("me/my-adapter", ["adapter_config.json"], optional=["README.md"])
-        ```
-    """
-    local = Path(name_or_path)
-    if local.is_dir():
-        folder = local / subfolder if subfolder else local
-        found: dict[str, Path | None] = {}
-        for name in [*filenames, *optional]:
-            path = folder / name
-            if not path.is_file() and name not in optional:
-                raise FileNotFoundError(
-                    f"{folder} has no {name}; expected {', '.join(filenames)}, as `save_pretrained` writes them."
-                )
-            found[name] = path if path.is_file() else None
-        return found
-
-    if local.exists() or str(name_or_path).startswith(("/", "./", "../", "~", "\\")):
-        if local.exists():
-            raise FileNotFoundError(
-                f"{name_or_path} is not a folder but a file: pass the folder that holds {', '.join(filenames)}."
-            )
-        raise FileNotFoundError(
-            f"{name_or_path} is not a folder (nothing at {local.expanduser().absolute()}) and not a Hub repo id "
-            "(`namespace/name`): check the path."
-        )
-    from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import LocalEntryNotFoundError, OfflineModeIsEnabled, RemoteEntryNotFoundError
-
-    found = {}
-    for name in [*filenames, *optional]:
-        try:
-            path = hf_hub_download(
-                str(name_or_path),
-                name,
-                subfolder=subfolder,
-                revision=revision,
-                token=token,
-                cache_dir=cache_dir,
-                local_files_only=local_files_only,
-            )
-            found[name] = Path(path)
-        except (RemoteEntryNotFoundError, LocalEntryNotFoundError, OfflineModeIsEnabled) as error:
-            if name in optional:  # the required files were found; an optional one is absent or not cached
-                found[name] = None
-                continue
-            if isinstance(error, RemoteEntryNotFoundError):
-                raise
-            raise hub_unavailable_error(
-                name_or_path, name, error, local_files_only=local_files_only
-            ) from error
-    return found
-
-
-def resolve_commit_hash(
-    name_or_path: str | os.PathLike,
-    *,
-    revision: str | None = None,
-    filename: str = "config.json",
-    token: str | bool | None = None,
-    cache_dir: str | os.PathLike | None = None,
-    local_files_only: bool = False,
-) -> str | None:
-    """The commit that a Hub repository's `revision` resolves to, or `None` for a local folder.
-
-    transformers 5 no longer sets `config._commit_hash`; this reads the commit from the cached
-    snapshot of `filename` (downloading it if needed), so it also works offline from the cache.
-
-    Args:
-        name_or_path: a local folder or a Hub repo id.
-        revision: a branch, tag or commit; default `main`.
-        filename: a file of the repository to resolve.
-        token: a Hub token for private repositories.
-        cache_dir: the Hub cache.
-        local_files_only: only use the local cache.
-
-    Returns:
-        The 40-character commit hash, or `None`.
-
-    Example:
-        ```python
-        resolve_commit_hash("me/video2lora-smolvlm2-500m", revision="main")
-        ```
-    """
-    if Path(name_or_path).is_dir():
-        return None
-    if revision and re.fullmatch(r"[0-9a-f]{40}", revision):
-        return revision
-    path = resolve_repo_files(
-        name_or_path,
-        [filename],
-        revision=revision,
-        token=token,
-        cache_dir=cache_dir,
-        local_files_only=local_files_only,
-    )[filename]
-    match = re.search(r"snapshots[/\\]([0-9a-f]{40})[/\\]", str(path))
-    return match[1] if match else None
 
 
 def push_saved_to_hub(save: Callable[[Path], Any], repo_id: str, **push_kwargs):
@@ -440,7 +269,8 @@ def push_saved_to_hub(save: Callable[[Path], Any], repo_id: str, **push_kwargs):
     Args:
         save: writes the files into the (empty, existing) folder it is given.
         repo_id: the Hub repository.
-        **push_kwargs: `commit_message`, `commit_description`, `private`, `revision`, `create_pr`, `token`.
+        **push_kwargs: `commit_message`, `commit_description`, `private`, `revision`, `create_pr`, `token`,
+            `retry`, `local_description`, as for `push_folder_to_hub`.
 
     Returns:
         The `huggingface_hub.CommitInfo`.
@@ -450,19 +280,19 @@ def push_saved_to_hub(save: Callable[[Path], Any], repo_id: str, **push_kwargs):
         push_saved_to_hub(lambda folder: adapter.save_pretrained(folder), "me/clip-adapter")
         ```
     """
+    push_kwargs.setdefault("local_description", "Nothing was written locally.")
     with tempfile.TemporaryDirectory(prefix="v2l-push-") as tmp:
         folder = Path(tmp) / repo_id.rsplit("/", 1)[-1]
         folder.mkdir()
         save(folder)
-        return push_folder_to_hub(
-            folder, repo_id, local_description="Nothing was written locally.", **push_kwargs
-        )
+        return push_folder_to_hub(folder, repo_id, **push_kwargs)
 
 
 def push_hypernetwork_to_hub(
     model,
     repo_id: str,
     *,
+    base_model_id: str | None = None,
     commit_message: str = "Upload Video2LoRA hypernetwork",
     max_shard_size: str | int = "5GB",
     model_card_kwargs: dict[str, Any] | None = None,
@@ -476,24 +306,171 @@ def push_hypernetwork_to_hub(
     Args:
         model: a `Video2LoraHypernetwork`.
         repo_id: the Hub repository.
+        base_model_id: the Hub id of the base model, written to the pushed `config.json` and card
+            instead of `model.config.base_model_name_or_path` (for a base model loaded from a folder).
+            The model itself is not changed.
         commit_message: the commit title.
         max_shard_size: passed to `save_pretrained`.
         model_card_kwargs: `datasets`, `training`, `license` for the model card.
-        **push_kwargs: `commit_description`, `private`, `revision`, `create_pr`, `token`.
+        **push_kwargs: `commit_description`, `private`, `revision`, `create_pr`, `token`, `retry`.
 
     Returns:
         The `huggingface_hub.CommitInfo`.
+
+    Raises:
+        BaseModelIdError: `base_model_id` is not a Hub repo id, or the Hub has no such model.
 
     Example:
         ```python
         push_hypernetwork_to_hub(hn, "me/video2lora-smolvlm2-500m", model_card_kwargs={"datasets": ["HuggingFaceFV/finevideo"]})
         ```
     """
-    return push_saved_to_hub(
-        lambda folder: model.save_pretrained(
+    from .cards import save_hypernetwork_card
+
+    config = None
+    if base_model_id is not None:
+        _check_base_model_id(base_model_id, push_kwargs.get("token"))
+        config = copy.deepcopy(model.config)
+        config.base_model_name_or_path = base_model_id
+
+    def save(folder: Path) -> None:
+        model.save_pretrained(
             folder, max_shard_size=max_shard_size, repo_id=repo_id, model_card_kwargs=model_card_kwargs
-        ),
+        )
+        if config is not None:  # the published base model, in config.json and the card
+            config.save_pretrained(folder)
+            card_kwargs = {"processor": model.runtime.saved_processor(), **(model_card_kwargs or {})}
+            save_hypernetwork_card(folder, config, repo_id=repo_id, **card_kwargs)
+
+    return push_saved_to_hub(save, repo_id, commit_message=commit_message, **push_kwargs)
+
+
+# ---- adapters: published under the Hub id of their base model -----------------------------------------
+def _refuse_bad_spelling(base_model_id: str) -> None:
+    if not is_hub_repo_id(base_model_id, local_paths=False):
+        raise BaseModelIdError(
+            f"base_model_id={base_model_id!r} is not a Hub repo id: pass the `namespace/name` under which others "
+            "load the base model."
+        )
+
+
+def _check_base_model_id(base_model_id: str, token: str | bool | None) -> None:
+    """Refuse a `base_model_id` that is a path, a URL, or a model the Hub does not have."""
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import RepositoryNotFoundError
+
+    _refuse_bad_spelling(base_model_id)
+    api = HfApi(token=token)
+    try:
+        api.model_info(base_model_id)
+    except RepositoryNotFoundError as error:
+        raise BaseModelIdError(
+            f"base_model_id={base_model_id!r}: the Hub at {api.endpoint} has no such model (or it is private and "
+            "the token cannot read it). Check the id: others will load the base model from it."
+        ) from error
+    except Exception:  # offline, unreachable, ...: the push itself reports that, with its advice
+        return
+
+
+def publishable_base_model(base_model_name_or_path: str | None, base_model_id: str | None = None) -> str:
+    """The base model to record in a pushed adapter: `base_model_id`, else the recorded name if it is a Hub id.
+
+    Args:
+        base_model_name_or_path: the base model the adapter records (a Hub id or a local path).
+        base_model_id: the Hub id to publish instead, for a base model loaded from a folder.
+
+    Returns:
+        The Hub id to write to the pushed `adapter_config.json` and model card.
+
+    Raises:
+        BaseModelIdError: the recorded base model is a local path (or missing) and no `base_model_id`
+            was given, or `base_model_id` is not a Hub repo id.
+
+    Example:
+        ```python
+        publishable_base_model("/home/me/smolvlm", "HuggingFaceTB/SmolVLM2-500M-Video-Instruct")
+        ```
+    """
+    if base_model_id is not None:
+        _refuse_bad_spelling(base_model_id)
+        return base_model_id
+    if is_hub_repo_id(base_model_name_or_path):
+        return str(base_model_name_or_path)
+    recorded = f"the local path {base_model_name_or_path}" if base_model_name_or_path else "no base model"
+    raise BaseModelIdError(
+        f"The adapter records {recorded}, which nobody who downloads it can load. Pass the base model's Hub id: "
+        "`push_to_hub(repo_id, base_model_id='namespace/name')` in Python, or `v2l push ADAPTER REPO_ID "
+        "--base-model-id namespace/name`. The pushed adapter_config.json and model card then name that id; the "
+        "local adapter keeps its path."
+    )
+
+
+def push_adapter_to_hub(
+    adapter,
+    repo_id: str,
+    *,
+    base_model_id: str | None = None,
+    commit_message: str = "Upload Video2LoRA adapter",
+    commit_description: str | None = None,
+    private: bool | None = None,
+    revision: str | None = None,
+    create_pr: bool = False,
+    token: str | bool | None = None,
+    retry: str | None = None,
+    local_description: str | None = None,
+):
+    """Push a `GeneratedLora` (PEFT files plus model card) in one commit, under its base model's Hub id.
+
+    The files are saved into a temporary folder and uploaded from there, so nothing local changes
+    and a failed upload raises a `HubPushError` that says what to run to retry.
+
+    Args:
+        adapter: the `GeneratedLora`.
+        repo_id: `"namespace/name"`; created if missing.
+        base_model_id: the Hub id of the base model, for an adapter whose base model was loaded from
+            a folder; written to the pushed `adapter_config.json` and card (checked on the Hub first).
+        commit_message: the commit title.
+        commit_description: the commit body.
+        private: make a new repository private.
+        revision: the branch to commit to (created from `main` if missing).
+        create_pr: open a pull request instead of committing to the branch.
+        token: a Hub token; defaults to `HF_TOKEN` or the stored login.
+        retry: the command that retries the push, for the error message; default the Python call.
+        local_description: what the error says about local files; default that nothing was written.
+
+    Returns:
+        The `huggingface_hub.CommitInfo` (`.oid` is the new revision).
+
+    Raises:
+        BaseModelIdError: the adapter's base model is a local path and no `base_model_id` was given.
+        HubPushError: the Hub refused or could not be reached.
+
+    Example:
+        ```python
+        push_adapter_to_hub(adapter, "me/clip-adapter", base_model_id="HuggingFaceTB/SmolVLM2-500M-Video-Instruct")
+        ```
+    """
+    base = publishable_base_model(adapter.base_model_name_or_path, base_model_id)
+    if base_model_id is not None:
+        _check_base_model_id(base_model_id, token)
+    if base != adapter.base_model_name_or_path:
+        adapter = dataclasses.replace(adapter, base_model_name_or_path=base)  # shares the tensors
+    if retry is None:
+        named = (("base_model_id", base_model_id), ("private", private), ("revision", revision),
+                 ("create_pr", create_pr))  # fmt: skip
+        options = "".join(f", {k}={v!r}" for k, v in named if v)
+        if commit_message != "Upload Video2LoRA adapter":
+            options += f", commit_message={commit_message!r}"
+        retry = f"adapter.push_to_hub({repo_id!r}{options})"
+    return push_saved_to_hub(
+        lambda folder: adapter.save_pretrained(folder, repo_id=repo_id),
         repo_id,
         commit_message=commit_message,
-        **push_kwargs,
+        commit_description=commit_description,
+        private=private,
+        revision=revision,
+        create_pr=create_pr,
+        token=token,
+        retry=retry,
+        local_description=local_description or "Nothing was written locally, and the adapter is unchanged.",
     )
