@@ -441,7 +441,7 @@ def test_a_push_that_fails_midway_keeps_the_adapter_and_says_what_to_retry(
 
 
 # ---- permissions: what a plain write would give, whatever the umask ---------------------------------------
-@pytest.mark.parametrize("umask", [0o022, 0o027, 0o002, 0o077])
+@pytest.mark.parametrize("umask", [0o022, 0o027, 0o002, 0o077], ids=lambda mask: f"umask-{mask:03o}")
 def test_atomic_writes_have_the_permissions_of_plain_writes(umask, tmp_path):
     old = os.umask(umask)
     try:
