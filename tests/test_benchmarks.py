@@ -209,7 +209,7 @@ def test_per_row_answers_match_peft_mixed_batch(setup):
     peft_model, names = batched._peft_model(setup, adapters)
     with torch.no_grad():
         expected = peft_model(**query, adapter_names=names).logits
-        with inject_lora(setup.hypernet.backbone, *stack_adapters(adapters)):
+        with inject_lora(setup.hypernet.family, *stack_adapters(adapters)):
             got = setup.vlm(**query).logits
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
 

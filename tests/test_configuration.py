@@ -11,18 +11,35 @@ def test_defaults_follow_the_paper():
     assert config.target_modules == ["down_proj"]
     assert config.lora_rank == 16
     assert config.latent_size == 512
-    assert config.num_frames == 12
-    assert config.longest_edge == 384
     assert config.use_bias_lora
     assert config.scaling == pytest.approx(128.0)  # Frames2LoRA's raw lora_alpha = 2 r^1.5
     assert config.effective_rank == 32
+    # preprocessing is the processor's (saved beside the weights), not the architecture's
+    assert not {"num_frames", "longest_edge", "instruction", "video_fps", "resize_mode"} & set(
+        config.to_dict()
+    )
+
+
+def test_version_01_preprocessing_fields_move_to_processor_settings(tmp_path):
+    config = Video2LoraConfig(
+        num_frames=6, longest_edge=48, instruction="Keep it.", video_fps=2.0, resize_mode=None
+    )
+    assert config.processor_settings == {
+        "num_frames": 6,
+        "longest_edge": 48,
+        "instruction": "Keep it.",
+        "fps": 2.0,
+    }
+    config.save_pretrained(tmp_path)
+    saved = (tmp_path / "config.json").read_text()
+    assert "num_frames" not in saved and "processor_settings" not in saved
+    assert Video2LoraConfig.from_pretrained(tmp_path).processor_settings == {}
 
 
 def test_every_field_has_help():
     help_text = Video2LoraConfig.field_help()
     for name in ("base_model_name_or_path", "target_modules", "lora_rank", "lora_scaling", "latent_size",
-                 "num_latent_queries", "num_blocks", "num_attention_heads", "use_bias_lora", "instruction",
-                 "num_frames", "longest_edge"):  # fmt: skip
+                 "num_latent_queries", "num_blocks", "num_attention_heads", "use_bias_lora"):  # fmt: skip
         assert help_text[name].strip(), name
 
 
@@ -31,12 +48,9 @@ def test_every_field_has_help():
     [
         ("lora_rank", 0),
         ("latent_size", -1),
-        ("num_frames", 0),
-        ("longest_edge", 0),
         ("num_blocks", 0),
         ("num_self_attn_per_block", -1),
         ("lora_scaling", -2.0),
-        ("video_fps", 0.0),
     ],
 )
 def test_invalid_values_name_the_field(field, value):
@@ -47,6 +61,8 @@ def test_invalid_values_name_the_field(field, value):
 def test_unknown_target_module_is_refused():
     with pytest.raises(ValueError, match="not linear modules"):
         Video2LoraConfig(target_modules=["mlp.fc9"])
+    with pytest.raises(ValueError, match="not linear modules"):
+        Video2LoraConfig(target_modules=["fc9"], base_model_type="smolvlm")
 
 
 def test_heads_must_group():

@@ -27,17 +27,16 @@ from frames2lora_writer import TinyArch, random_frames2lora_state_dict, write_fr
 from transformers_v2l import (
     CheckpointMismatchError,
     HubUnavailableError,
-    SmolVLMBackbone,
     UnsafeCheckpointError,
     Video2LoraHypernetwork,
-    get_backbone,
     inject_lora,
 )
+from transformers_v2l.families import get_family
+from transformers_v2l.families.smolvlm import SmolVLMFamily
 from transformers_v2l.frames2lora import (
     add_convert_subparser,
     convert_frames2lora,
     frames2lora_to_config,
-    from_frames2lora,
     read_frames2lora,
 )
 
@@ -250,7 +249,7 @@ def test_fixture_a_adapted_logits_through_injection(fixture_hn, fixture_vlm, exp
     ids, mask = expected["text.input_ids"], expected["text.attention_mask"]
     with torch.no_grad():
         out = fixture_hn(expected["inputs.ctx_features"], expected["inputs.ctx_attn_mask"])
-        with inject_lora(get_backbone(fixture_vlm), out.lora_A, out.lora_B, fixture_hn.config.scaling):
+        with inject_lora(get_family(fixture_vlm), out.lora_A, out.lora_B, fixture_hn.config.scaling):
             logits = fixture_vlm(input_ids=ids, attention_mask=mask).logits
     assert max_diff(logits, expected["text.logits_adapted_fp32model"]) < 1e-4
 
@@ -264,12 +263,12 @@ def test_fixture_a_adapted_logits_through_a_peft_adapter(fixture_hn, expected):
         out = fixture_hn(expected["inputs.ctx_features"], expected["inputs.ctx_attn_mask"])
     rank, s = config.effective_rank, config.scaling
     lora_config = LoraConfig(r=rank, lora_alpha=s * rank, lora_dropout=0.0, bias="none",
-                             target_modules=SmolVLMBackbone.peft_target_regex(config.target_modules))  # fmt: skip
+                             target_modules=SmolVLMFamily.peft_target_regex(config.target_modules))  # fmt: skip
     model = get_peft_model(load_fixture_vlm(), lora_config).eval()
     weights = {}
     for m in config.target_modules:
         for layer in range(config.num_hidden_layers):
-            path = f"base_model.model.{SmolVLMBackbone.module_path(layer, m)}"
+            path = f"base_model.model.{SmolVLMFamily.module_path(layer, m)}"
             weights[f"{path}.lora_A.weight"] = out.lora_A[m][0, layer]  # [R, d_in]
             weights[f"{path}.lora_B.weight"] = out.lora_B[m][0, layer].T  # [d_out, R]
     result = set_peft_model_state_dict(model, weights)
@@ -284,19 +283,11 @@ def test_fixture_a_adapted_logits_through_a_peft_adapter(fixture_hn, expected):
 
 @needs_fixture
 def test_fixture_a_adapted_logits_through_generated_lora_save_pretrained(fixture_hn, expected, tmp_path):
-    from transformers_v2l import GeneratedLora
-
-    if not hasattr(GeneratedLora, "save_pretrained"):
-        pytest.skip("GeneratedLora.save_pretrained is not available yet")
     from peft import PeftModel
 
     with torch.no_grad():
         out = fixture_hn(expected["inputs.ctx_features"], expected["inputs.ctx_attn_mask"])
-    adapter = GeneratedLora(
-        lora_A={m: t[0] for m, t in out.lora_A.items()},
-        lora_B={m: t[0] for m, t in out.lora_B.items()},
-        scaling=fixture_hn.config.scaling,
-    )
+    adapter = fixture_hn.adapters_from_output(out)[0]
     adapter.save_pretrained(tmp_path / "adapter")
     model = PeftModel.from_pretrained(load_fixture_vlm(), tmp_path / "adapter").eval()
     with torch.no_grad():
@@ -324,7 +315,7 @@ def test_fixture_a_video_features_and_lora_from_stored_inputs(fixture_hn, fixtur
             assert (
                 max_diff(out.intermediates[f"raw_A.{m}"], expected[f"video_fp32model.lora_raw.{m}.A"]) < 1e-4
             )
-        with inject_lora(get_backbone(fixture_vlm), out.lora_A, out.lora_B, fixture_hn.config.scaling):
+        with inject_lora(get_family(fixture_vlm), out.lora_A, out.lora_B, fixture_hn.config.scaling):
             logits = fixture_vlm(input_ids=expected["text.input_ids"][:1]).logits
     assert max_diff(logits, expected["video_fp32model.text_logits_adapted"]) < 1e-4
 
@@ -556,10 +547,10 @@ def test_config_that_disagrees_with_the_tensors_is_reported(tmp_path):
 
 @needs_fixture
 def test_base_model_of_other_shapes_is_refused():
-    from transformers_v2l.testing import build_tiny_smolvlm
+    from transformers_v2l.families.smolvlm import SmolVLMFamily
 
     _, info = read_frames2lora(FIXTURE / "tiny-ref.pt")
-    other, _ = build_tiny_smolvlm(num_layers=2, intermediate_size=96)
+    other, _ = SmolVLMFamily.build_tiny_model(num_layers=2, intermediate_size=96)
     with pytest.raises(
         CheckpointMismatchError, match=r"4 text layers.*has 2 layers.*'down_proj': \[96, 64\]"
     ):
@@ -646,22 +637,20 @@ def test_v2l_convert_checks_and_records_the_base_model(tmp_path):
 
 
 @needs_fixture
-@pytest.mark.skipif(
-    not hasattr(Video2LoraHypernetwork, "from_frames2lora"), reason="classmethod not wired yet"
-)
-def test_classmethod_with_folder_and_overrides(tmp_path, fixture_vlm):
+def test_convert_a_folder_with_overrides(tmp_path, fixture_vlm):
     folder = tmp_path / "ckpts"
     folder.mkdir()
     shutil.copy(FIXTURE / "tiny-ref.pt", folder / "tiny-ref.pt")
-    hn = Video2LoraHypernetwork.from_frames2lora(folder, base_model=fixture_vlm, base_model_name_or_path="me/base",
+    hn = convert_frames2lora(folder, base_model=fixture_vlm, base_model_name_or_path="me/base",
                                                  num_frames=8)  # fmt: skip
     assert isinstance(hn, Video2LoraHypernetwork) and hn.vlm is fixture_vlm
-    assert (hn.config.base_model_name_or_path, hn.config.num_frames) == ("me/base", 8)
+    assert (hn.config.base_model_name_or_path, hn.processor.num_frames) == ("me/base", 8)
+    assert hn.processor.vision["resize_mode"] == "frames2lora"  # the pixels the checkpoints were trained on
     shutil.copy(FIXTURE / "tiny-ref.pt", folder / "other.pt")
     with pytest.raises(ValueError, match="pass filename="):
-        Video2LoraHypernetwork.from_frames2lora(folder)
+        convert_frames2lora(folder)
     with pytest.raises(TypeError, match="latent_size"):
-        Video2LoraHypernetwork.from_frames2lora(folder / "tiny-ref.pt", latent_size=64)
+        convert_frames2lora(folder / "tiny-ref.pt", latent_size=64)
 
 
 def _fake_hub_cache(cache: Path, repo: str, commit: str, files: dict[str, Path]) -> None:
@@ -681,9 +670,7 @@ def test_hub_repo_route_resolves_from_the_cache(tmp_path, monkeypatch):
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     commit = "0123456789abcdef0123456789abcdef01234567"
     _fake_hub_cache(tmp_path, "authors/frames2lora-tiny", commit, {"tiny-ref.pt": FIXTURE / "tiny-ref.pt"})
-    hn = from_frames2lora(
-        Video2LoraHypernetwork, "authors/frames2lora-tiny", "tiny-ref.pt", cache_dir=tmp_path
-    )
+    hn = convert_frames2lora("authors/frames2lora-tiny", "tiny-ref.pt", cache_dir=tmp_path)
     source = hn.config.source
     assert (source["repo"], source["file"], source["commit"], source["revision"]) == (
         "authors/frames2lora-tiny", "tiny-ref.pt", commit, None)  # fmt: skip

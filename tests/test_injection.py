@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from transformers_v2l import AdapterMismatchError, get_backbone, inject_lora
+from transformers_v2l import AdapterMismatchError, inject_lora
+from transformers_v2l.families import get_family
 
 
 def random_adapters(vlm, batch, rank=3, seed=0):
@@ -16,7 +17,7 @@ def random_adapters(vlm, batch, rank=3, seed=0):
 
 
 def test_hook_adds_exactly_the_lora_update(tiny_vlm):
-    backbone = get_backbone(tiny_vlm)
+    backbone = get_family(tiny_vlm)
     lora_A, lora_B = random_adapters(tiny_vlm, 1)
     linear = backbone.target_module(2, "down_proj")
     x = torch.randn(1, 5, linear.in_features)
@@ -29,7 +30,7 @@ def test_hook_adds_exactly_the_lora_update(tiny_vlm):
 
 
 def test_rows_use_their_own_adapter(tiny_vlm):
-    backbone = get_backbone(tiny_vlm)
+    backbone = get_family(tiny_vlm)
     lora_A, lora_B = random_adapters(tiny_vlm, 3)
     ids = torch.tensor([[1, 20, 30, 40], [1, 50, 60, 70], [1, 22, 33, 44]])
     with torch.no_grad(), inject_lora(backbone, lora_A, lora_B, 1.0):
@@ -43,7 +44,7 @@ def test_rows_use_their_own_adapter(tiny_vlm):
 
 
 def test_hooks_are_removed_even_on_error(tiny_vlm):
-    backbone = get_backbone(tiny_vlm)
+    backbone = get_family(tiny_vlm)
     lora_A, lora_B = random_adapters(tiny_vlm, 1)
     ids = torch.tensor([[1, 20, 30, 40]])
     with torch.no_grad():
@@ -56,7 +57,7 @@ def test_hooks_are_removed_even_on_error(tiny_vlm):
 
 
 def test_wrong_shapes_raise_adapter_mismatch(tiny_vlm):
-    backbone = get_backbone(tiny_vlm)
+    backbone = get_family(tiny_vlm)
     lora_A, lora_B = random_adapters(tiny_vlm, 1)
     bad_A = {"down_proj": lora_A["down_proj"][..., :-1]}
     with pytest.raises(AdapterMismatchError, match="lora_A"), inject_lora(backbone, bad_A, lora_B, 1.0):
@@ -67,7 +68,7 @@ def test_wrong_shapes_raise_adapter_mismatch(tiny_vlm):
 
 
 def test_row_count_must_divide_the_batch(tiny_vlm):
-    backbone = get_backbone(tiny_vlm)
+    backbone = get_family(tiny_vlm)
     lora_A, lora_B = random_adapters(tiny_vlm, 2)
     ids = torch.tensor([[1, 20, 30], [1, 2, 3], [4, 5, 6]])
     with pytest.raises(AdapterMismatchError, match="multiple"), inject_lora(backbone, lora_A, lora_B, 1.0):

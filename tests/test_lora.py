@@ -10,8 +10,10 @@ import torch
 from peft import LoraConfig, PeftConfig, PeftModel, get_peft_model
 from safetensors.torch import load_file
 
-from transformers_v2l import AdapterMismatchError, SmolVLMBackbone, get_backbone, inject_lora
+from transformers_v2l import AdapterMismatchError, inject_lora
 from transformers_v2l.cards import read_card_metadata
+from transformers_v2l.families import get_family
+from transformers_v2l.families.smolvlm import SmolVLMFamily
 from transformers_v2l.injection import stack_adapters
 from transformers_v2l.lora import GeneratedLora, GeneratedLoraConfig
 
@@ -27,7 +29,7 @@ PROVENANCE = {
 
 def random_adapter(vlm, rank=6, seed=0, scaling=16.0, modules=("down_proj",), **kwargs):
     generator = torch.Generator().manual_seed(seed)
-    shapes = SmolVLMBackbone.module_shapes(vlm.config, list(modules))
+    shapes = SmolVLMFamily.module_shapes(vlm.config, list(modules))
     layers = vlm.config.text_config.num_hidden_layers
     lora_A = {
         m: 0.2 * torch.randn(layers, rank, d_in, generator=generator) for m, (d_in, _) in shapes.items()
@@ -36,12 +38,13 @@ def random_adapter(vlm, rank=6, seed=0, scaling=16.0, modules=("down_proj",), **
         m: 0.2 * torch.randn(layers, rank, d_out, generator=generator) for m, (_, d_out) in shapes.items()
     }
     kwargs.setdefault("base_model_name_or_path", vlm.config._name_or_path)
+    kwargs.setdefault("base_model_type", "smolvlm")
     return GeneratedLora(lora_A, lora_B, scaling, **kwargs)
 
 
 def injected_logits(vlm, adapter, ids):
     lora_A, lora_B, scaling = stack_adapters([adapter])
-    with torch.no_grad(), inject_lora(get_backbone(vlm), lora_A, lora_B, scaling):
+    with torch.no_grad(), inject_lora(get_family(vlm), lora_A, lora_B, scaling):
         return vlm(input_ids=ids).logits
 
 
@@ -55,7 +58,7 @@ def test_config_is_a_plain_lora_config_with_exact_scaling(tiny_vlm, tmp_path):
     saved = json.loads((tmp_path / "a" / "adapter_config.json").read_text())
     assert saved["peft_type"] == "LORA" and saved["r"] == 6
     assert saved["base_model_name_or_path"] == tiny_vlm.config._name_or_path
-    assert saved["target_modules"] == SmolVLMBackbone.peft_target_regex(["down_proj"])
+    assert saved["target_modules"] == SmolVLMFamily.peft_target_regex(["down_proj"])
     assert saved["lora_alpha"] / saved["r"] == pytest.approx(adapter.scaling, rel=1e-12)
     assert set(saved) <= set(LoraConfig.__dataclass_fields__), "only keys PEFT knows"
     assert not set(saved) & {"video2lora", "video_sha256", "instruction"}, (
@@ -70,11 +73,25 @@ def test_config_is_a_plain_lora_config_with_exact_scaling(tiny_vlm, tmp_path):
 
 def test_target_regex_matches_exactly_the_text_decoder_modules(tiny_vlm):
     modules = ["q_proj", "down_proj"]
-    regex = GeneratedLoraConfig.for_generated(rank=2, scaling=1.0, target_modules=modules).target_modules
+    regex = GeneratedLoraConfig.for_generated(
+        rank=2, scaling=1.0, target_modules=modules, base_model_type="smolvlm"
+    ).target_modules
     matched = {name for name, _ in tiny_vlm.named_modules() if re.fullmatch(regex, name)}
     layers = tiny_vlm.config.text_config.num_hidden_layers
-    assert matched == {SmolVLMBackbone.module_path(i, m) for i in range(layers) for m in modules}
+    assert matched == {SmolVLMFamily.module_path(i, m) for i in range(layers) for m in modules}
     assert any("vision" in n and n.endswith("q_proj") for n, _ in tiny_vlm.named_modules())
+
+
+@pytest.mark.parametrize("modules", [["down_proj"], ["down_proj", "q_proj"]])
+def test_target_regex_reads_the_same_in_vllm_and_sglang(modules):
+    """vLLM checks a `.bin` adapter's target by `target_modules.split(".")[-1]` (`vllm/lora/models.py`),
+    then by the names in a trailing `(a|b)` group; SGLang takes `name.split(".")[-1]` per entry. A
+    `(?:...)` group read that way is the module `?:mlp\\.down_proj`, which vLLM refuses."""
+    regex = SmolVLMFamily.peft_target_regex(modules)
+    assert "(?:" not in regex
+    for alternative in regex.split("|"):
+        assert alternative.split(".")[-1] in modules
+        assert alternative.split(".")[-1] == alternative.rsplit("\\.", 1)[-1]
 
 
 @pytest.mark.parametrize(
@@ -154,7 +171,7 @@ def test_a_failed_save_leaves_the_existing_folder_untouched(tiny_vlm, tmp_path, 
 def test_loads_adapters_written_by_plain_peft(tiny_vlm, tiny_vlm_path, tmp_path):
     from transformers import SmolVLMForConditionalGeneration
 
-    regex = SmolVLMBackbone.peft_target_regex(["down_proj", "up_proj"])
+    regex = SmolVLMFamily.peft_target_regex(["down_proj", "up_proj"])
     torch.manual_seed(0)
     base = SmolVLMForConditionalGeneration.from_pretrained(tiny_vlm_path, dtype=torch.float32)
     config = LoraConfig(r=4, lora_alpha=8, target_modules=regex, init_lora_weights=False, use_rslora=True)
@@ -191,12 +208,12 @@ def test_compose_equals_the_sum_of_deltas(tiny_vlm):
     assert [p["video_sha256"] for p in whole.metadata["composed_from"]] == ["a" * 64, "b" * 64]
     delta = first.delta_weight("down_proj") + second.delta_weight("down_proj")
     assert (whole.delta_weight("down_proj") - delta).abs().max() < 1e-4 * delta.abs().max()
-    linear = get_backbone(tiny_vlm).target_module(1, "down_proj")
+    linear = get_family(tiny_vlm).target_module(1, "down_proj")
     x = torch.randn(2, 5, linear.in_features)
     lora_A, lora_B, scaling = stack_adapters([whole])
     with torch.no_grad():
         plain = linear(x)
-        with inject_lora(get_backbone(tiny_vlm), lora_A, lora_B, scaling):
+        with inject_lora(get_family(tiny_vlm), lora_A, lora_B, scaling):
             composed = linear(x[:1])
     expected = (
         plain[:1] + x[:1] @ (first.delta_weight("down_proj")[1] + second.delta_weight("down_proj")[1]).T
@@ -279,7 +296,7 @@ def test_merge_into_bf16_weights_unmerges_exactly(tiny_vlm):
     import copy
 
     vlm = copy.deepcopy(tiny_vlm).to(torch.bfloat16)
-    weight = get_backbone(vlm).target_module(0, "down_proj").weight
+    weight = get_family(vlm).target_module(0, "down_proj").weight
     before = weight.clone()
     handle = random_adapter(tiny_vlm).merge_into(vlm)
     assert weight.dtype == torch.bfloat16 and not torch.equal(weight, before)
@@ -298,10 +315,10 @@ def test_mismatched_models_raise_with_expected_and_found(tiny_vlm):
     wrong_depth = GeneratedLora(
         {"down_proj": torch.zeros(7, 2, 128)}, {"down_proj": torch.zeros(7, 2, 64)}, 1.0
     )
-    before = get_backbone(tiny_vlm).target_module(0, "down_proj").weight.clone()
+    before = get_family(tiny_vlm).target_module(0, "down_proj").weight.clone()
     with pytest.raises(AdapterMismatchError, match="7 layers"):
         wrong_depth.merge_into(tiny_vlm)
-    assert torch.equal(get_backbone(tiny_vlm).target_module(0, "down_proj").weight, before)
+    assert torch.equal(get_family(tiny_vlm).target_module(0, "down_proj").weight, before)
     llama = random_adapter(tiny_vlm)
     llama.base_model_type = "llama"
     with pytest.raises(AdapterMismatchError, match="'llama' model"):

@@ -12,8 +12,8 @@ from transformers_v2l import (
     Video2LoraHypernetwork,
     inject_lora,
 )
-from transformers_v2l.modeling_video2lora import Video2LoraAttention
-from transformers_v2l.testing import build_tiny_smolvlm
+from transformers_v2l.families.smolvlm import SmolVLMFamily
+from transformers_v2l.modeling_perceiver import Video2LoraAttention
 
 
 def text_features(hypernet, texts):
@@ -45,7 +45,7 @@ def test_initial_adapter_is_exactly_zero(tiny_hypernet, tiny_vlm):
     ids = torch.tensor([[1, 20, 30, 40, 50, 60]])
     with torch.no_grad():
         base = tiny_vlm(input_ids=ids).logits
-        with inject_lora(tiny_hypernet.backbone, out.lora_A, out.lora_B, tiny_hypernet.config.scaling):
+        with inject_lora(tiny_hypernet.family, out.lora_A, out.lora_B, tiny_hypernet.config.scaling):
             adapted = tiny_vlm(input_ids=ids).logits
     assert torch.equal(base, adapted)
 
@@ -60,7 +60,7 @@ def test_one_step_changes_logits_and_only_trains_the_hypernetwork(tiny_hypernet,
             base = tiny_vlm(input_ids=ids).logits
         optimizer = torch.optim.AdamW(tiny_hypernet.parameters(), lr=1e-2)
         out = tiny_hypernet(context_features=features, context_attention_mask=mask)
-        with inject_lora(tiny_hypernet.backbone, out.lora_A, out.lora_B, tiny_hypernet.config.scaling):
+        with inject_lora(tiny_hypernet.family, out.lora_A, out.lora_B, tiny_hypernet.config.scaling):
             loss = tiny_vlm(input_ids=ids, labels=ids).loss
         loss.backward()
         assert all(p.grad is None for p in tiny_vlm.parameters())
@@ -70,7 +70,7 @@ def test_one_step_changes_logits_and_only_trains_the_hypernetwork(tiny_hypernet,
         out = tiny_hypernet(context_features=features, context_attention_mask=mask)
         with (
             torch.no_grad(),
-            inject_lora(tiny_hypernet.backbone, out.lora_A, out.lora_B, tiny_hypernet.config.scaling),
+            inject_lora(tiny_hypernet.family, out.lora_A, out.lora_B, tiny_hypernet.config.scaling),
         ):
             adapted = tiny_vlm(input_ids=ids).logits
         assert (adapted - base).abs().max() > 1e-4
@@ -106,7 +106,13 @@ def test_save_writes_no_base_weights_and_load_restores_outputs(tiny_hypernet, ti
     randomize_outputs(tiny_hypernet)
     tiny_hypernet.save_pretrained(tmp_path)
     files = sorted(p.name for p in tmp_path.iterdir())
-    assert files == ["README.md", "config.json", "model.safetensors"]
+    processor_files = [
+        "chat_template.jinja",
+        "processor_config.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+    ]
+    assert files == sorted(["README.md", "config.json", "model.safetensors", *processor_files])
     with safe_open(tmp_path / "model.safetensors", "pt") as f:
         keys = set(f.keys())
     assert keys == set(tiny_hypernet.state_dict())
@@ -127,13 +133,16 @@ def test_save_writes_no_base_weights_and_load_restores_outputs(tiny_hypernet, ti
 def test_base_model_loaded_lazily_by_path(tiny_hypernet, tmp_path):
     tiny_hypernet.save_pretrained(tmp_path)
     loaded = Video2LoraHypernetwork.from_pretrained(tmp_path, base_model_kwargs={"dtype": torch.float32})
-    assert loaded._vlm is None
-    assert loaded.vlm.config.text_config.hidden_size == loaded.config.hidden_size
+    assert not loaded.runtime.is_loaded
+    with pytest.raises(RuntimeError, match="load_base_model"):
+        loaded.vlm  # noqa: B018 (no property loads a model)
+    assert loaded.load_base_model().config.text_config.hidden_size == loaded.config.hidden_size
+    assert loaded.vlm.dtype == torch.float32
 
 
 def test_checkpoint_on_a_base_model_of_other_shapes(tiny_hypernet, tmp_path):
     tiny_hypernet.save_pretrained(tmp_path)
-    other, _ = build_tiny_smolvlm(hidden_size=96, intermediate_size=160)
+    other, _ = SmolVLMFamily.build_tiny_model(hidden_size=96, intermediate_size=160)
     with pytest.raises(CheckpointMismatchError, match="layers and module shapes"):
         Video2LoraHypernetwork.from_pretrained(tmp_path, base_model=other)
 
@@ -191,7 +200,7 @@ def test_features_are_the_decoder_layer_inputs_and_the_last_layer_is_skipped(tin
         reference = tiny_vlm.model(
             input_ids=ids, attention_mask=mask, output_hidden_states=True
         ).hidden_states
-    layers = tiny_hypernet.backbone.decoder_layers()
+    layers = tiny_hypernet.family.decoder_layers()
     calls = []
     handle = layers[-1].mlp.register_forward_hook(lambda *args: calls.append(1))
     try:
@@ -206,7 +215,7 @@ def test_features_are_the_decoder_layer_inputs_and_the_last_layer_is_skipped(tin
 
 
 def test_inference_input_projection_in_blocks_matches_training_form(tiny_hypernet, monkeypatch):
-    import transformers_v2l.modeling_video2lora as modeling
+    import transformers_v2l.modeling_perceiver as modeling
 
     config = tiny_hypernet.config
     rows = torch.randn(3, 7, config.hidden_size)

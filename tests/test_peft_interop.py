@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from fixtures.models import randomize_outputs
-from transformers_v2l import get_backbone, inject_lora
+from transformers_v2l import inject_lora
+from transformers_v2l.families import get_family
 from transformers_v2l.injection import stack_adapters
 from transformers_v2l.lora import GeneratedLora
 
@@ -52,13 +53,12 @@ def hypernetwork_adapter(hypernet) -> GeneratedLora:
     )
     with torch.no_grad():
         out = hypernet(context_features=features, context_attention_mask=torch.ones(1, 6, dtype=torch.long))
-    return GeneratedLora(
-        lora_A={m: t[0] for m, t in out.lora_A.items()},
-        lora_B={m: t[0] for m, t in out.lora_B.items()},
-        scaling=config.scaling,
-        base_model_name_or_path=config.base_model_name_or_path,
-        metadata={"video_sha256": "c" * 64, "frame_indices": [0, 1, 2], "instruction": config.instruction},
-    )
+    metadata = {
+        "video_sha256": "c" * 64,
+        "frame_indices": [0, 1, 2],
+        "instruction": "Internalize this video.",
+    }
+    return hypernet.adapters_from_output(out, [metadata])[0]
 
 
 def test_plain_peft_in_a_fresh_process_matches_injection(
@@ -72,7 +72,7 @@ def test_plain_peft_in_a_fresh_process_matches_injection(
 
     ids = torch.tensor([[1, 17, 42, 99, 123, 256, 300, 12]])
     lora_A, lora_B, scaling = stack_adapters([adapter])
-    with torch.no_grad(), inject_lora(get_backbone(tiny_vlm), lora_A, lora_B, scaling):
+    with torch.no_grad(), inject_lora(get_family(tiny_vlm), lora_A, lora_B, scaling):
         logits = tiny_vlm(input_ids=ids).logits
         tokens = tiny_vlm.generate(input_ids=ids, attention_mask=torch.ones_like(ids), **GENERATE)
     with torch.no_grad():

@@ -24,8 +24,8 @@ from transformers_v2l.video_io import load_video
 @pytest.fixture
 def hypernet(tiny_vlm, tiny_vlm_path):
     torch.manual_seed(0)
-    config = Video2LoraConfig.from_base_model(tiny_vlm_path, **TINY_HYPERNET, num_frames=6, longest_edge=96)
-    processor = Video2LoraProcessor.from_pretrained(tiny_vlm_path)
+    config = Video2LoraConfig.from_base_model(tiny_vlm_path, **TINY_HYPERNET)
+    processor = Video2LoraProcessor.from_pretrained(tiny_vlm_path, num_frames=6, longest_edge=96)
     return randomize_outputs(Video2LoraHypernetwork(config, base_model=tiny_vlm, processor=processor))
 
 
@@ -40,8 +40,8 @@ def test_internalize_and_answer_real_clip(hypernet, real_clip):
     config = hypernet.config
     assert isinstance(adapter, GeneratedLora)
     assert adapter.lora_A["down_proj"].shape == (config.num_hidden_layers, config.effective_rank, 128)
-    assert adapter.metadata["instruction"] == config.instruction
-    assert len(adapter.metadata["frame_indices"]) == 6
+    assert adapter.metadata["instruction"] == hypernet.processor.instruction
+    assert len(adapter.metadata["frame_indices"]) == 6 == adapter.metadata["num_frames"]
     assert len(adapter.metadata["sha256"]) == 64
     answer = hypernet.answer(adapter, "What happens in the video?", max_new_tokens=8)
     assert isinstance(answer, str)
@@ -159,7 +159,7 @@ def test_use_adapter_merges_for_the_block_and_restores_the_weights(hypernet, rea
     questions = ["What happens in the video?", "Which color is the sky today?"]
     inputs = hypernet.processor.query_inputs(questions)
     weights = {k: v.clone() for k, v in hypernet.vlm.state_dict().items()}
-    with inject_lora(hypernet.backbone, *stack_adapters([adapter, adapter])):
+    with inject_lora(hypernet.family, *stack_adapters([adapter, adapter])):
         hooked = hypernet.vlm(**inputs).logits
     expected = hypernet.answer(adapter, questions, max_new_tokens=8)
 

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from transformers_v2l.processing_video2lora import Video2LoraProcessor, resize_output_size
+from transformers_v2l.families.smolvlm import SmolVLMFamily, resize_output_size
+from transformers_v2l.processing_video2lora import Video2LoraProcessor
 from transformers_v2l.video_io import load_video
 
 FIXTURE_A = Path(__file__).resolve().parents[2] / "shared" / "frames2lora" / "fixture-A"
@@ -49,7 +50,8 @@ def test_resize_output_size_rounds_to_even():
 def test_fixture_a_prompt_and_pixels(fixture_a, mode):
     expected, meta = fixture_a
     processor = Video2LoraProcessor.from_pretrained(FIXTURE_A / "tiny-smolvlm", resize_mode=mode)
-    assert (processor.image_seq_len, processor.max_image_size, processor.longest_edge) == (4, 32, 384)
+    vision = processor.vision
+    assert (vision["image_seq_len"], vision["max_image_size"], processor.longest_edge) == (4, 32, 384)
     inputs = processor.internalization_inputs(FIXTURE_A / "tiny-video.mp4")
     assert inputs["video_metadata"][0].frame_indices == expected["video.frame_indices"].tolist()
     assert torch.equal(inputs["input_ids"], expected["video.input_ids"])
@@ -61,8 +63,9 @@ def test_fixture_a_prompt_and_pixels(fixture_a, mode):
     # frames2lora (PIL LANCZOS, 4.51.3) is exact; transformers-5 (torch LANCZOS) is within one uint8 level
     assert diff == 0.0 if mode == "frames2lora" else diff <= 0.0098, diff
     frames, video_meta = load_video(FIXTURE_A / "tiny-video.mp4")
-    text = processor.video_chat_text(
-        video_meta, len(frames), processor.instruction, add_generation_prompt=False
+    pixels = SmolVLMFamily.video_pixels(processor, frames, processor.longest_edge)
+    text = SmolVLMFamily.video_text(
+        processor, video_meta, pixels, processor.instruction, add_generation_prompt=False
     )
     assert text == meta["video"]["decoded_prompt"]
 
@@ -97,12 +100,13 @@ def test_batch_is_right_padded_and_rows_match_single(processor):
         frames = video.shape[0]
         assert torch.equal(batch["pixel_values"][row, :frames], single["pixel_values"][0])
         image_tokens = (single["input_ids"] == processor.tokenizer.convert_tokens_to_ids("<image>")).sum()
-        assert image_tokens == frames * processor.image_seq_len == frames * 16
+        assert image_tokens == frames * processor.vision["image_seq_len"] == frames * 16
 
 
 def test_prompt_text_of_an_array_video(processor):
     frames, meta = load_video(_videos()[0])
-    text = processor.video_chat_text(meta, len(frames), "Remember this.", add_generation_prompt=True)
+    pixels = SmolVLMFamily.video_pixels(processor, frames, processor.longest_edge)
+    text = SmolVLMFamily.video_text(processor, meta, pixels, "Remember this.", add_generation_prompt=True)
     image = "<fake_token_around_image><global-img>" + "<image>" * 16 + "<fake_token_around_image>"
     assert text == (
         "<|im_start|>User: You are provided the following series of three frames from a 0:00:03 [H:MM:SS] video.\n"
@@ -143,14 +147,19 @@ def test_inputs_run_through_the_tiny_model(processor, tiny_vlm):
 
 
 def test_from_plain_smolvlm_folder(processor, tiny_vlm_path, tmp_path):
-    assert (processor.image_seq_len, processor.max_image_size, processor.fps) == (16, 64, 1.0)
-    assert (processor.longest_edge, processor.num_frames, processor.resample) == (384, 12, 1)
+    assert (processor.vision["image_seq_len"], processor.vision["max_image_size"], processor.fps) == (
+        16,
+        64,
+        1.0,
+    )
+    assert (processor.longest_edge, processor.num_frames, processor.vision["resample"]) == (384, 12, 1)
+    assert processor.family == "smolvlm"
     assert processor.instruction == "Internalize this video for later captioning."
     override = Video2LoraProcessor.from_pretrained(tiny_vlm_path, num_frames=4, longest_edge=256)
     assert (override.num_frames, override.longest_edge) == (4, 256)
     folder = shutil.copytree(tiny_vlm_path, tmp_path / "no-processor-config")
     (folder / "processor_config.json").unlink()
-    assert Video2LoraProcessor.from_pretrained(folder).image_seq_len == 16  # computed from config.json
+    assert Video2LoraProcessor.from_pretrained(folder).vision["image_seq_len"] == 16  # from config.json
 
 
 def test_uncached_hub_repo_offline(monkeypatch, tmp_path):
@@ -168,23 +177,12 @@ def test_save_and_load_round_trip(tiny_vlm_path, tmp_path):
     )
     processor.save_pretrained(tmp_path)
     saved = json.loads((tmp_path / "processor_config.json").read_text())
-    assert saved["processor_class"] == "Video2LoraProcessor" and saved["resize_mode"] == "frames2lora"
+    assert (
+        saved["processor_class"] == "Video2LoraProcessor" and saved["vision"]["resize_mode"] == "frames2lora"
+    )
     loaded = Video2LoraProcessor.from_pretrained(tmp_path)
-    for key in (
-        "image_seq_len",
-        "max_image_size",
-        "longest_edge",
-        "num_frames",
-        "fps",
-        "skip_secs",
-        "image_mean",
-        "image_std",
-        "rescale_factor",
-        "resample",
-        "resize_mode",
-        "instruction",
-        "chat_template",
-    ):
+    for key in ("family", "longest_edge", "num_frames", "fps", "skip_secs", "instruction", "vision", "answer",
+                "chat_template"):  # fmt: skip
         assert getattr(loaded, key) == getattr(processor, key), key
     video = _videos()[1]
     a, b = processor.internalization_inputs(video), loaded.internalization_inputs(video)
@@ -193,9 +191,15 @@ def test_save_and_load_round_trip(tiny_vlm_path, tmp_path):
 
 def test_invalid_settings(processor):
     with pytest.raises(ValueError, match=r"resize_mode"):
-        Video2LoraProcessor(processor.tokenizer, resize_mode="bilinear")
+        Video2LoraProcessor(processor.tokenizer, "smolvlm", vision={"resize_mode": "bilinear"})
     with pytest.raises(ValueError, match=r"num_frames"):
-        Video2LoraProcessor(processor.tokenizer, num_frames=0)
+        Video2LoraProcessor(processor.tokenizer, "smolvlm", num_frames=0)
+    with pytest.raises(ValueError, match=r"Unknown smolvlm pixel settings \['tile'\]"):
+        Video2LoraProcessor(processor.tokenizer, "smolvlm", vision={"tile": 3})
+    with pytest.raises(ValueError, match=r"answer\['protocol'\]"):
+        Video2LoraProcessor(processor.tokenizer, "smolvlm", answer={"protocol": "guess"})
+    with pytest.raises(ValueError, match=r"no VLM family with model_type 'gpt2'"):
+        Video2LoraProcessor(processor.tokenizer, "gpt2")
 
 
 # ---- the official SmolVLM processor (needs torchvision) ---------------------------------------
@@ -222,10 +226,8 @@ SMOLVLM2_500M_PREPROCESSOR = {  # the public SmolVLM2-500M-Video-Instruct settin
 @pytest.fixture(scope="module")
 def smolvlm2_500m_folder(tmp_path_factory):
     """The tiny tokenizer with SmolVLM2-500M's processor settings (512 px tiles, 64 tokens per frame)."""
-    from transformers_v2l.testing import build_tiny_tokenizer
-
     folder = tmp_path_factory.mktemp("smolvlm2-500m-settings")
-    build_tiny_tokenizer().save_pretrained(folder)
+    SmolVLMFamily.build_tokenizer().save_pretrained(folder)
     (folder / "preprocessor_config.json").write_text(json.dumps(SMOLVLM2_500M_PREPROCESSOR))
     (folder / "processor_config.json").write_text(
         json.dumps({"image_seq_len": 64, "processor_class": "SmolVLMProcessor"})
@@ -332,3 +334,78 @@ def test_matches_official_smolvlm_processor(settings, tiny_vlm_path, smolvlm2_50
         theirs["pixel_attention_mask"] = ours_batch["pixel_attention_mask"]
         theirs["input_ids"], theirs["attention_mask"] = ours_batch["input_ids"], ours_batch["attention_mask"]
         _assert_same(ours_batch, theirs, label)
+
+
+# ---- ProcessorMixin's contract (adapted from transformers' processor tests) ------------------------
+
+
+def test_apply_chat_template_templates_text_once_and_tokenizes(processor):
+    conversation = [{"role": "user", "content": [{"type": "text", "text": "Describe this."}]}]
+    text = processor.apply_chat_template(conversation, add_generation_prompt=True)
+    assert text == "<|im_start|>User: Describe this.<end_of_utterance>\nAssistant:"
+    assert text == processor.chat_text([{"role": "user", "content": "Describe this."}])
+    ids = processor.apply_chat_template(conversation, add_generation_prompt=True, tokenize=True)
+    assert ids == processor.query_inputs("Describe this.")["input_ids"][0].tolist()
+    batch = processor.apply_chat_template(
+        [conversation, [{"role": "user", "content": [{"type": "text", "text": "Why?"}]}]],
+        add_generation_prompt=True, tokenize=True, return_dict=True, processor_kwargs={"padding_side": "right"},
+    )  # fmt: skip
+    assert (
+        batch["attention_mask"][1, 0] == 1 and batch["attention_mask"][1, -1] == 0
+    )  # right padding honoured
+    with pytest.raises(ValueError, match="padding"):
+        processor.apply_chat_template(conversation, processor_kwargs={"padding": "max_length"})
+    with pytest.raises(ValueError, match="continue_final_message"):
+        processor.apply_chat_template(conversation, continue_final_message=True)
+
+
+def test_apply_chat_template_with_a_video_gives_the_family_inputs(processor):
+    video = _videos()[0]
+    conversation = [
+        {
+            "role": "user",
+            "content": [{"type": "video", "video": video}, {"type": "text", "text": "What happens?"}],
+        }
+    ]
+    inputs = processor.apply_chat_template(
+        conversation, add_generation_prompt=True, tokenize=True, return_dict=True
+    )
+    expected = processor.video_in_context_inputs(video, "What happens?", return_metadata=False)
+    for key in ("input_ids", "attention_mask", "pixel_values", "pixel_attention_mask"):
+        assert torch.equal(inputs[key], expected[key]), key
+    text = processor.apply_chat_template(conversation, add_generation_prompt=True)
+    assert text.startswith("<|im_start|>User: You are provided the following series of three frames")
+    two_turns = [*conversation, {"role": "assistant", "content": [{"type": "text", "text": "A dog."}]}]
+    with pytest.raises(ValueError, match="one user turn"):
+        processor.apply_chat_template(two_turns)
+
+
+def test_from_pretrained_passes_tokenizer_options_and_keeps_template_dicts(tiny_vlm_path, tmp_path):
+    processor = Video2LoraProcessor.from_pretrained(tiny_vlm_path, model_max_length=77)
+    assert processor.tokenizer.model_max_length == 77
+    processor.chat_template = {
+        "default": processor.text_chat_template,
+        "terse": "{{ messages[0]['content'] }}",
+    }
+    processor.save_pretrained(tmp_path)
+    assert (tmp_path / "additional_chat_templates" / "terse.jinja").exists()
+    loaded = Video2LoraProcessor.from_pretrained(tmp_path)
+    assert loaded.chat_template == processor.chat_template
+    assert loaded.text_chat_template == processor.text_chat_template
+
+
+def test_a_version_01_processor_config_loads(tiny_vlm_path, tmp_path):
+    folder = shutil.copytree(tiny_vlm_path, tmp_path / "v01")
+    (folder / "processor_config.json").write_text(json.dumps({  # what 0.1's save_pretrained wrote
+        "processor_class": "Video2LoraProcessor", "image_seq_len": 16, "max_image_size": 64, "longest_edge": 48,
+        "num_frames": 6, "fps": 1.0, "skip_secs": 1.0, "image_mean": [0.5] * 3, "image_std": [0.5] * 3,
+        "rescale_factor": 1 / 255, "resample": 1, "resize_mode": "frames2lora", "instruction": "Keep it.",
+    }))  # fmt: skip
+    loaded = Video2LoraProcessor.from_pretrained(folder)
+    assert (loaded.family, loaded.num_frames, loaded.longest_edge, loaded.instruction) == (
+        "smolvlm",
+        6,
+        48,
+        "Keep it.",
+    )
+    assert loaded.vision["resize_mode"] == "frames2lora" and loaded.answer == {"protocol": "direct"}

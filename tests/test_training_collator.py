@@ -39,7 +39,7 @@ def test_labels_cover_exactly_the_response(processor, examples):
         assert batch["input_ids"][row, :n].tolist() == prompt  # the answering prompt, token for token
         assert (batch["labels"][row, :n] == IGNORE_INDEX).all()
         response = batch["labels"][row][batch["labels"][row] != IGNORE_INDEX]
-        assert response.tolist() == response_token_ids(tokenizer, example["target_text"])
+        assert response.tolist() == response_token_ids(processor, example["target_text"])
         assert tokenizer.decode(response) == " " + example["target_text"] + "<end_of_utterance>"
         length = int(batch["attention_mask"][row].sum())
         assert batch["input_ids"][row, :length].tolist() == prompt + response.tolist()  # right padded
@@ -56,7 +56,7 @@ def test_chat_template_renders_the_same_conversation(processor):
     ]
     rendered = tokenizer.apply_chat_template(conversation, tokenize=False)
     prompt_ids = processor.query_inputs(["Q?"])["input_ids"][0].tolist()
-    joined = tokenizer.decode(prompt_ids + response_token_ids(tokenizer, "An answer."))
+    joined = tokenizer.decode(prompt_ids + response_token_ids(processor, "An answer."))
     assert rendered.startswith(joined)  # the template adds only a trailing newline
 
 

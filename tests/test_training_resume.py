@@ -70,7 +70,8 @@ def test_resume_after_a_kill_reproduces_the_uninterrupted_losses(tmp_path, tiny_
     files = sorted(p.name for p in checkpoint.iterdir())
     assert {"README.md",
         "model.safetensors", "config.json", "optimizer.pt", "scheduler.pt", "rng_state.pth",
-            "trainer_state.json", "training_args.json", "v2l_training_state.json"} == set(files)  # fmt: skip
+            "trainer_state.json", "training_args.json", "v2l_training_state.json",
+            "processor_config.json", "tokenizer.json", "tokenizer_config.json", "chat_template.jinja"} == set(files)  # fmt: skip
     assert json.loads((checkpoint / "v2l_training_state.json").read_text())["global_step"] == CRASH_AT
 
     resumed = _run(tmp_path / "killed", tiny_vlm_path, examples, resume=True)

@@ -55,7 +55,16 @@ def test_tiny_run_learns_skips_corrupt_videos_evaluates_and_saves(tmp_path, tiny
 
     trainer.save_model(str(tmp_path / "final"))
     saved = sorted(p.name for p in (tmp_path / "final").iterdir())
-    assert saved == ["README.md", "config.json", "model.safetensors", "training_args.json"]  # no pickle
+    processor_files = [
+        "chat_template.jinja",
+        "processor_config.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+    ]
+    assert saved == sorted(
+        ["README.md", "config.json", "model.safetensors", "training_args.json", *processor_files]
+    )
+    # no pickle; the processor is saved with the weights, so the folder alone says how to use it
     assert "learning_rate" in (tmp_path / "final" / "README.md").read_text()  # the card records the recipe
     from safetensors.torch import load_file
 

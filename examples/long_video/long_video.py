@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"Plan: {plan['chunks']} chunks of {plan['chunk_seconds']:g}s, up to {args.chunk_frames} frames each"
     )
-    print(f"(the hypernetwork was trained on clips of {hn.config.num_frames} frames)")
+    print(f"(the hypernetwork was trained on clips of {hn.processor.num_frames} frames)")
 
     start = time.perf_counter()
     adapter = hn.internalize(video, chunk_frames=args.chunk_frames, show_progress=False)

@@ -5,7 +5,8 @@
   `||A_r|| * ||B_r||` (paper appendix C: top-k, bottom-k, random-k, remove-top-k).
 * `check_compatible`: family, target modules, layers, shapes and base model name of a model.
 * `merge_into` / `MergedAdapter.unmerge`: fold an adapter into the base weights and restore them
-  bit-exactly.
+  bit-exactly. The handle of a live merge is kept on the model it changed (`model.video2lora_merged`),
+  beside the weights it describes, so every user of that model sees it.
 
 `GeneratedLora` exposes all of these as methods; this module holds the implementations.
 """
@@ -13,14 +14,13 @@
 from __future__ import annotations
 
 import warnings
-import weakref
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import torch
 
-from .backbones import backbone_class, get_backbone
 from .errors import AdapterMismatchError
+from .families import family_class, get_family
 
 if TYPE_CHECKING:
     from .lora import GeneratedLora
@@ -285,8 +285,9 @@ def check_compatible(adapter: GeneratedLora, model: torch.nn.Module, *, strict: 
     """
     model_type = getattr(getattr(model, "config", None), "model_type", None)
     try:
-        expected = backbone_class(adapter.base_model_type)
-        found = backbone_class(model_type)
+        found = family_class(model_type)
+        # an adapter that does not record its family is checked against the model's shapes only
+        expected = family_class(adapter.base_model_type) if adapter.base_model_type else found
     except ValueError as error:
         raise AdapterMismatchError(
             f"The adapter was generated for a {adapter.base_model_type!r} model, and cannot be applied to a "
@@ -301,7 +302,7 @@ def check_compatible(adapter: GeneratedLora, model: torch.nn.Module, *, strict: 
         found.check_module_names(adapter.target_modules)
     except ValueError as error:
         raise AdapterMismatchError(str(error)) from None
-    get_backbone(model).check_shapes(adapter.num_layers, adapter.module_shapes, "The adapter")
+    get_family(model).check_shapes(adapter.num_layers, adapter.module_shapes, "The adapter")
     name = getattr(model.config, "_name_or_path", None) or getattr(model, "name_or_path", None)
     if not same_base_model(adapter.base_model_name_or_path, name):
         message = (
@@ -313,8 +314,8 @@ def check_compatible(adapter: GeneratedLora, model: torch.nn.Module, *, strict: 
         warnings.warn(message + " Pass strict=True to make this an error.", UserWarning, stacklevel=3)
 
 
-#: live merges, so that `unmerge(model)` finds the saved weights
-_MERGED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+#: the attribute of a model that holds the handle of the adapter merged into it
+MERGED_ATTRIBUTE = "video2lora_merged"
 
 
 class MergedAdapter:
@@ -360,8 +361,8 @@ class MergedAdapter:
         for path, original in self._backups.items():
             self.model.get_submodule(path).weight.copy_(original)
         self._backups = {}
-        if _MERGED.get(self.model) is self:
-            del _MERGED[self.model]
+        if getattr(self.model, MERGED_ATTRIBUTE, None) is self:
+            setattr(self.model, MERGED_ATTRIBUTE, None)
 
     def __enter__(self) -> MergedAdapter:
         return self
@@ -392,29 +393,29 @@ def merge_into(adapter: GeneratedLora, model: torch.nn.Module, *, strict: bool =
         ```
     """
     check_compatible(adapter, model, strict=strict)
-    if model in _MERGED:
+    if merged_adapter(model) is not None:
         raise RuntimeError("This model already holds a merged adapter; unmerge it first.")
-    backbone = get_backbone(model)
+    family = get_family(model)
     handle = MergedAdapter(model, {}, adapter)
     try:
         for module in adapter.target_modules:
             for layer in range(adapter.num_layers):
-                weight = backbone.target_module(layer, module).weight  # [d_out, d_in]
+                weight = family.target_module(layer, module).weight  # [d_out, d_in]
                 compute = torch.promote_types(weight.dtype, torch.float32)
                 a = adapter.lora_A[module][layer].to(weight.device, compute)  # [R, d_in]
                 b = adapter.lora_B[module][layer].to(weight.device, compute)  # [R, d_out]
-                handle._backups[backbone.module_path(layer, module)] = weight.detach().clone()
+                handle._backups[family.module_path(layer, module)] = weight.detach().clone()
                 weight.copy_((weight.to(compute) + adapter.scaling * (b.T @ a)).to(weight.dtype))
     except BaseException:
         handle.unmerge()
         raise
-    _MERGED[model] = handle
+    setattr(model, MERGED_ATTRIBUTE, handle)
     return handle
 
 
 def merged_adapter(model: torch.nn.Module) -> MergedAdapter | None:
     """The handle of the adapter merged into `model` by `merge_into`, or `None`."""
-    return _MERGED.get(model)
+    return getattr(model, MERGED_ATTRIBUTE, None)
 
 
 def unmerge(model: torch.nn.Module) -> None:
@@ -432,7 +433,7 @@ def unmerge(model: torch.nn.Module) -> None:
         unmerge(vlm)
         ```
     """
-    handle = _MERGED.get(model)
+    handle = merged_adapter(model)
     if handle is None:
         raise RuntimeError("This model holds no adapter merged by GeneratedLora.merge_into().")
     handle.unmerge()

@@ -13,7 +13,7 @@ from typing import Any
 
 from peft import LoraConfig
 
-from .backbones import backbone_class
+from .families import family_class
 
 __all__ = ["GeneratedLoraConfig"]
 
@@ -33,7 +33,7 @@ class GeneratedLoraConfig(LoraConfig):
     Example:
         ```python
         config = GeneratedLoraConfig.for_generated(
-            rank=32, scaling=128.0, target_modules=["down_proj"], base_model_type="smolvlm",
+            rank=32, scaling=128.0, target_modules=["down_proj"], base_model_type=adapter.base_model_type,
             base_model_name_or_path="HuggingFaceTB/SmolVLM2-500M-Video-Instruct",
         )
         config.lora_alpha, config.scaling  # 4096.0, 128.0
@@ -75,7 +75,7 @@ class GeneratedLoraConfig(LoraConfig):
         rank: int,
         scaling: float,
         target_modules: Sequence[str],
-        base_model_type: str = "smolvlm",
+        base_model_type: str | None,
         base_model_name_or_path: str | None = None,
     ) -> GeneratedLoraConfig:
         """The config of a generated adapter of effective rank `rank` and multiplier `scaling`.
@@ -84,7 +84,7 @@ class GeneratedLoraConfig(LoraConfig):
             rank: the effective rank `R`.
             scaling: the multiplier `s`.
             target_modules: short module names, for example `["down_proj"]`.
-            base_model_type: the base VLM's `model_type`; selects the module paths.
+            base_model_type: the base VLM's family; selects the module paths.
             base_model_name_or_path: the base VLM's Hub id or path.
 
         Returns:
@@ -93,11 +93,15 @@ class GeneratedLoraConfig(LoraConfig):
 
         Example:
             ```python
-            config = GeneratedLoraConfig.for_generated(rank=32, scaling=128.0, target_modules=["down_proj"])
+            config = GeneratedLoraConfig.for_generated(
+                rank=32, scaling=128.0, target_modules=["down_proj"], base_model_type=adapter.base_model_type
+            )
             config.r, config.lora_alpha  # (32, 4096.0)
             ```
         """
-        regex = backbone_class(base_model_type).peft_target_regex(list(target_modules))
+        if base_model_type is None:
+            raise ValueError("A generated adapter's config needs its base model's family (base_model_type).")
+        regex = family_class(base_model_type).peft_target_regex(list(target_modules))
         return cls(
             r=int(rank),
             lora_alpha=float(scaling) * int(rank),

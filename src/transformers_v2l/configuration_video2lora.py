@@ -8,11 +8,21 @@ from typing import Any
 
 from transformers import AutoConfig, PreTrainedConfig
 
-from .backbones import backbone_class
+from .families import FAMILIES, family_class
+from .families.base import DEFAULT_INSTRUCTION
 
-__all__ = ["DEFAULT_INSTRUCTION", "Video2LoraConfig"]
+__all__ = ["DEFAULT_INSTRUCTION", "LEGACY_PROCESSOR_FIELDS", "Video2LoraConfig"]
 
-DEFAULT_INSTRUCTION = "Internalize this video for later captioning."
+#: Preprocessing fields that configs of version 0.1 held; they now live in the processor's saved config.
+#: A config that still has them keeps them in `processor_settings` (never saved again) for the runtime.
+LEGACY_PROCESSOR_FIELDS = {  # config field -> processor setting
+    "instruction": "instruction",
+    "num_frames": "num_frames",
+    "longest_edge": "longest_edge",
+    "video_fps": "fps",
+    "skip_secs": "skip_secs",
+    "resize_mode": "resize_mode",
+}
 
 
 def _help(text: str, default: Any) -> Any:
@@ -28,12 +38,13 @@ class Video2LoraConfig(PreTrainedConfig):
     The defaults reproduce the Video2LoRA paper (section 4.1, table 6) and the authors' released
     Frames2LoRA checkpoints: rank 16 on every text decoder `down_proj`, a Perceiver with latent size
     512, 8 latent queries and 9 cross-attention blocks, learned bias ranks, raw `lora_alpha = 2 r^1.5`
-    scaling, and 12 frames at 384 px with the instruction "Internalize this video for later captioning.".
+    scaling. It holds the architecture and the base-model binding only: frames, resolution and the
+    instruction are the processor's settings (`Video2LoraProcessor`, saved beside the weights).
     Every field carries a `help` string in its metadata (`Video2LoraConfig.field_help()` lists them).
 
     Args:
         base_model_name_or_path: Hub id or local path of the frozen base VLM.
-        base_model_type: `model_type` of the base VLM; selects the backbone in `backbones.py`.
+        base_model_type: the base VLM's family (`transformers_v2l.families`), for example `"smolvlm"`.
         num_hidden_layers: Number of text decoder layers of the base VLM (`L`).
         hidden_size: Text hidden size of the base VLM (`H`).
         module_shapes: `{module: [d_in, d_out]}` for each target module.
@@ -54,12 +65,6 @@ class Video2LoraConfig(PreTrainedConfig):
         layer_norm_eps: Epsilon of the pre-head LayerNorms.
         num_pre_head_layers: Residual MLP blocks between the Perceiver and the head.
         normalize_head_input: L2-normalize each rank latent before the head.
-        instruction: Internalization instruction placed after the video in the encoder prompt.
-        num_frames: Maximum number of frames sampled per video.
-        longest_edge: Longest edge (px) frames are resized to before tiling.
-        video_fps: Target sampling rate; `None` uses the processor's (1 fps for SmolVLM2).
-        skip_secs: Seconds skipped at each end of a long video, as SmolVLM2 does.
-        resize_mode: Frame resizing the processor uses (`"transformers-5"` or `"frames2lora"`); `None` keeps its default.
         initializer_range: Standard deviation of the latent queries' normal initialization.
         source: Provenance of converted checkpoints (for example the Frames2LoRA file and its SHA-256).
 
@@ -75,8 +80,8 @@ class Video2LoraConfig(PreTrainedConfig):
     model_type = "video2lora"
 
     base_model_name_or_path: str | None = _help("Hub id or local path of the frozen base VLM.", None)
-    base_model_type: str = _help(
-        "model_type of the base VLM; selects the backbone (see backbones.py).", "smolvlm"
+    base_model_type: str | None = _help(
+        "The base VLM's family (transformers_v2l.families); set by binding.", None
     )
     num_hidden_layers: int | None = _help("Number of text decoder layers L of the base VLM.", None)
     hidden_size: int | None = _help("Text hidden size H of the base VLM.", None)
@@ -98,23 +103,33 @@ class Video2LoraConfig(PreTrainedConfig):
     layer_norm_eps: float = _help("Epsilon of the pre-head LayerNorms.", 1e-5)
     num_pre_head_layers: int = _help("Residual MLP blocks between the Perceiver and the head.", 1)
     normalize_head_input: bool = _help("L2-normalize each rank latent before the head.", True)
-    instruction: str = _help("Internalization instruction placed after the video.", DEFAULT_INSTRUCTION)
-    num_frames: int = _help("Maximum number of frames sampled per video.", 12)
-    longest_edge: int = _help("Longest edge in pixels that frames are resized to.", 384)
-    video_fps: float | None = _help("Target frame sampling rate; None uses the processor's (1 fps).", None)
-    skip_secs: float = _help("Seconds skipped at each end of a long video (SmolVLM2's rule).", 1.0)
-    resize_mode: str | None = _help(
-        "Frame resizing of the processor: 'transformers-5' (the official processor), 'frames2lora' "
-        "(transformers 4.51.3, as the released checkpoints were trained) or None for the processor's default.",
-        None,
-    )
     initializer_range: float = _help("Std of the latent queries' normal init.", 1.0)
     source: dict | None = _help("Provenance of a converted checkpoint (file, repo, revision, sha256).", None)
 
     def __post_init__(self, **kwargs):
         self.target_modules = sorted(self.target_modules)
+        legacy = {
+            LEGACY_PROCESSOR_FIELDS[k]: kwargs.pop(k) for k in list(kwargs) if k in LEGACY_PROCESSOR_FIELDS
+        }
         super().__post_init__(**kwargs)
+        #: preprocessing settings of a version-0.1 config, handed to the processor on load (not saved)
+        self.processor_settings = {k: v for k, v in legacy.items() if v is not None}
         self._validate()
+
+    def to_dict(self) -> dict[str, Any]:
+        """The `config.json` content: the architecture and the base-model binding (no preprocessing settings).
+
+        Returns:
+            A JSON-serializable dict.
+
+        Example:
+            ```python
+            "num_frames" in config.to_dict()  # False: frames are the processor's
+            ```
+        """
+        output = super().to_dict()
+        output.pop("processor_settings", None)
+        return output
 
     # ------------------------------------------------------------------------------------
     def _validate(self) -> None:
@@ -128,8 +143,6 @@ class Video2LoraConfig(PreTrainedConfig):
             "attention_head_dim",
             "input_expansion",
             "mlp_expansion",
-            "num_frames",
-            "longest_edge",
         )
         for name in positive:
             value = getattr(self, name)
@@ -148,19 +161,19 @@ class Video2LoraConfig(PreTrainedConfig):
             raise ValueError(
                 f"Video2LoraConfig.target_modules must be a non-empty list of distinct names, got {self.target_modules!r}."
             )
-        backbone_class(self.base_model_type).check_module_names(self.target_modules)
+        if self.base_model_type is not None:
+            family_class(self.base_model_type).check_module_names(self.target_modules)
+        else:  # not bound yet: each name must be a decoder module of some family
+            known = {name for family in FAMILIES.values() for name in family.module_subpaths}
+            if unknown := sorted(set(self.target_modules) - known):
+                raise ValueError(
+                    f"Video2LoraConfig.target_modules {unknown} are not linear modules of any supported family's "
+                    f"text decoder layers; choose from {sorted(known)}."
+                )
         if self.lora_scaling is not None and not self.lora_scaling > 0:
             raise ValueError(
                 f"Video2LoraConfig.lora_scaling must be positive or None, got {self.lora_scaling!r}."
             )
-        if self.video_fps is not None and not self.video_fps > 0:
-            raise ValueError(f"Video2LoraConfig.video_fps must be positive or None, got {self.video_fps!r}.")
-        if self.resize_mode not in (None, "transformers-5", "frames2lora"):
-            raise ValueError(
-                f"Video2LoraConfig.resize_mode must be 'transformers-5', 'frames2lora' or None, got {self.resize_mode!r}."
-            )
-        if self.skip_secs < 0:
-            raise ValueError(f"Video2LoraConfig.skip_secs must be >= 0, got {self.skip_secs!r}.")
         if self.module_shapes and set(self.module_shapes) != set(self.target_modules):
             raise ValueError(
                 f"Video2LoraConfig.module_shapes covers {sorted(self.module_shapes)} but target_modules is "
@@ -218,6 +231,8 @@ class Video2LoraConfig(PreTrainedConfig):
         Example:
             ```python
             config = Video2LoraConfig.from_base_model("HuggingFaceTB/SmolVLM2-500M-Video-Instruct", lora_rank=8)
+            config.base_model_type  # 'smolvlm'
+
             ```
         """
         name = None
@@ -239,15 +254,18 @@ class Video2LoraConfig(PreTrainedConfig):
             kwargs.pop("base_model_name_or_path", None) or name or getattr(vlm_config, "_name_or_path", None)
         )
         target_modules = sorted(kwargs.pop("target_modules", ["down_proj"]))
-        backbone = backbone_class(vlm_config.model_type)
-        text = backbone.text_config(vlm_config)
-        shapes = backbone.module_shapes(vlm_config, target_modules)
+        family = family_class(vlm_config.model_type)
+        text = family.text_config(vlm_config)
+        shapes = family.module_shapes(vlm_config, target_modules)
         return cls(
             base_model_name_or_path=name or None,
-            base_model_type=vlm_config.model_type,
+            base_model_type=family.name,
             num_hidden_layers=text.num_hidden_layers,
             hidden_size=text.hidden_size,
             module_shapes={k: list(v) for k, v in shapes.items()},
             target_modules=target_modules,
             **kwargs,
         )
+
+
+AutoConfig.register(Video2LoraConfig.model_type, Video2LoraConfig, exist_ok=True)

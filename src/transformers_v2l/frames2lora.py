@@ -8,9 +8,11 @@ globals the format needs (`ALLOWED_GLOBALS`) and refuses any other one with an
 `UnsafeCheckpointError` before anything runs. The authors' config dataclasses become inert
 `PickledConfig` stand-ins, so neither their package nor peft is imported.
 
-`convert_frames2lora` (also `Video2LoraHypernetwork.from_frames2lora` and `v2l convert`) reads the
-file, builds a `Video2LoraConfig` from the sizes recorded in the file, maps every key onto
-`Video2LoraHypernetwork` and checks every shape. It also records the provenance in `config.source`.
+`convert_frames2lora` (and `v2l convert`) reads the file, builds a `Video2LoraConfig` from the sizes
+recorded in the file, maps every key onto `Video2LoraHypernetwork` and checks every shape. It also
+records the provenance in `config.source`, and the preprocessing the checkpoints were trained with
+in the processor settings (`resize_mode="frames2lora"`), saved with the converted hypernetwork.
+The converter depends on the model, never the reverse.
 """
 
 from __future__ import annotations
@@ -21,17 +23,16 @@ import logging
 import os
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
-from .configuration_video2lora import Video2LoraConfig
+from .configuration_video2lora import LEGACY_PROCESSOR_FIELDS, Video2LoraConfig
 from .errors import CheckpointMismatchError, HubUnavailableError
 from .frames2lora_checkpoint import Frames2LoraInfo, read_frames2lora
 from .frames2lora_pickle import ALLOWED_GLOBALS, PickledConfig, load_frames2lora_pickle
-
-if TYPE_CHECKING:
-    from .modeling_video2lora import Video2LoraHypernetwork
+from .modeling_video2lora import Video2LoraHypernetwork
+from .runtime import Video2LoraRuntime
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +45,6 @@ __all__ = [
     "convert_frames2lora",
     "frames2lora_key",
     "frames2lora_to_config",
-    "from_frames2lora",
     "load_frames2lora_pickle",
     "read_frames2lora",
     "run_convert",
@@ -124,7 +124,9 @@ def frames2lora_to_config(
         base_model_name_or_path: the base model name to record. By default this is `base_model`
             when it is a string, else the name stored in the file.
         source: provenance to store in `config.source`.
-        **fields: non-architecture `Video2LoraConfig` fields (for example `num_frames`).
+        **fields: preprocessing settings (`instruction`, `num_frames`, `longest_edge`, `video_fps`,
+            `skip_secs`), kept in `config.processor_settings` with `resize_mode="frames2lora"` for the
+            processor.
 
     Returns:
         A bound `Video2LoraConfig`.
@@ -166,7 +168,8 @@ def frames2lora_to_config(
         num_attention_heads=16, num_key_value_heads=4, attention_head_dim=128, input_expansion=4,
         mlp_expansion=4, rms_norm_eps=1e-6, layer_norm_eps=1e-5, normalize_head_input=True,
         source=source,
-        **{"resize_mode": "frames2lora", **fields},  # the pixels the released checkpoints were trained on
+        # the pixels the released checkpoints were trained on, and any other preprocessing asked for
+        **{"resize_mode": "frames2lora", **{k: v for k, v in fields.items() if k in LEGACY_PROCESSOR_FIELDS}},
     )  # fmt: skip
 
 
@@ -235,10 +238,10 @@ def _their_shape(name: str, shape: tuple[int, ...]) -> tuple[int, ...]:
     return shape
 
 
-def _build_hypernetwork(cls: type, config: Video2LoraConfig, state_dict: dict[str, torch.Tensor], file: str):
-    """Create `cls(config)` without allocating, check every key and shape, and load the tensors."""
+def _build_hypernetwork(config: Video2LoraConfig, state_dict: dict[str, torch.Tensor], file: str):
+    """Create the hypernetwork without allocating, check every key and shape, and load the tensors."""
     with torch.device("meta"):
-        model = cls(config)
+        model = Video2LoraHypernetwork(config)
     expected = {}  # their key -> (our name, their shape, our shape)
     for name, param in model.state_dict().items():
         expected[frames2lora_key(name)] = (name, _their_shape(name, tuple(param.shape)), tuple(param.shape))
@@ -273,7 +276,7 @@ def _build_hypernetwork(cls: type, config: Video2LoraConfig, state_dict: dict[st
 # --------------------------------------------------------------------------------------------
 
 _HUB_KWARGS = ("cache_dir", "token", "local_files_only", "force_download")
-_RUNTIME_FIELDS = ("instruction", "num_frames", "longest_edge", "video_fps", "skip_secs", "resize_mode")
+_RUNTIME_FIELDS = tuple(LEGACY_PROCESSOR_FIELDS)  # the preprocessing settings a conversion may set
 _CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
 
 
@@ -329,8 +332,7 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def from_frames2lora(
-    cls: type,
+def convert_frames2lora(
     repo_or_path: str | os.PathLike,
     filename: str | None = None,
     *,
@@ -351,7 +353,7 @@ def from_frames2lora(
             `base_model` when it is a string, else the name stored in the file.
         revision: Hub revision (branch, tag or commit).
         **kwargs: `processor=`, `base_model_kwargs=`, Hub options (`cache_dir`, `token`,
-            `local_files_only`, `force_download`) and non-architecture config fields (`instruction`,
+            `local_files_only`, `force_download`) and preprocessing settings (`instruction`,
             `num_frames`, `longest_edge`, `video_fps`, `skip_secs`).
 
     Returns:
@@ -366,10 +368,10 @@ def from_frames2lora(
 
     Example:
         ```python
-        hn = Video2LoraHypernetwork.from_frames2lora(
+        hn = convert_frames2lora(
             "MananSuri27/Frames2LoRA-SmolVLM-ckpts", filename="frames2lora-smolvlm2-500m-best-ce.pt"
         )
-        hn.save_pretrained("v2l-smolvlm2-500m")
+        hn.save_pretrained("v2l-smolvlm2-500m")  # config.json, model.safetensors, the processor
         ```
     """
     hub_kwargs = {k: kwargs.pop(k) for k in _HUB_KWARGS if k in kwargs}
@@ -378,7 +380,7 @@ def from_frames2lora(
     unknown = sorted(set(kwargs) - set(_RUNTIME_FIELDS))
     if unknown:
         raise TypeError(
-            f"from_frames2lora() got unexpected arguments {unknown}. The architecture comes from the checkpoint; "
+            f"convert_frames2lora() got unexpected arguments {unknown}. The architecture comes from the checkpoint; "
             f"only {list(_RUNTIME_FIELDS)} may be set."
         )
     path, location = _resolve_checkpoint(repo_or_path, filename, revision, hub_kwargs)
@@ -388,35 +390,18 @@ def from_frames2lora(
     config = frames2lora_to_config(
         info, base_model, base_model_name_or_path=base_model_name_or_path, source=source, **kwargs
     )
-    model = _build_hypernetwork(cls, config, state_dict, path.name)
+    model = _build_hypernetwork(config, state_dict, path.name)
     live = base_model if isinstance(base_model, torch.nn.Module) else None
-    model._init_runtime(live, processor, base_model_kwargs)
+    if processor is None:  # from the base model's local files, with the checkpoints' preprocessing
+        files = getattr(live.config, "_name_or_path", None) if live is not None else base_model
+        if files is not None and os.path.isdir(files):
+            from .processing_video2lora import Video2LoraProcessor
+
+            processor = Video2LoraProcessor.from_pretrained(files, **config.processor_settings)
+    model.runtime = Video2LoraRuntime(
+        config, base_model=live, processor=processor, base_model_kwargs=base_model_kwargs
+    )
     return model.eval()
-
-
-def convert_frames2lora(
-    repo_or_path: str | os.PathLike, filename: str | None = None, **kwargs: Any
-) -> Video2LoraHypernetwork:
-    """Convert a Frames2LoRA checkpoint to a `Video2LoraHypernetwork`.
-
-    Args:
-        repo_or_path: a `.pt` file, a folder holding one, or a Hub repo id.
-        filename: the file inside the folder or repo; needed when there are several.
-        **kwargs: `base_model`, `base_model_name_or_path`, `revision` and the other keyword arguments of
-            `from_frames2lora`.
-
-    Returns:
-        The `Video2LoraHypernetwork`.
-
-    Example:
-        ```python
-        hn = convert_frames2lora("frames2lora-smolvlm2-500m-best-ce.pt")
-        hn.save_pretrained("v2l-smolvlm2-500m")  # config.json + model.safetensors
-        ```
-    """
-    from .modeling_video2lora import Video2LoraHypernetwork
-
-    return from_frames2lora(Video2LoraHypernetwork, repo_or_path, filename, **kwargs)
 
 
 # --------------------------------------------------------------------------------------------

@@ -5,6 +5,11 @@ target module, with every batch row using its own `A` and `B` (two batched matmu
 removed when the context exits, so the shared base model is never mutated or patched. The same
 mechanism serves training (gradients flow to the adapter tensors, hence to the hypernetwork) and
 batched answering.
+
+Precision: the update is computed in the wider of the activations' and the adapter's dtypes (as PEFT
+does: a bf16 adapter on an fp32 model computes in fp32, an fp32 adapter on a bf16 model too), and added
+to the module's output in that dtype before casting back. Per call, the adapter tensors are moved,
+cast and pre-scaled once (`s` folded into `B`), so each hook runs two matmuls and one add.
 """
 
 from __future__ import annotations
@@ -16,16 +21,17 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from .backbones import Video2LoraBackbone
 from .errors import AdapterMismatchError
 
 if TYPE_CHECKING:
+    from .families import Video2LoraFamily
     from .lora import GeneratedLora
 
 __all__ = ["inject_lora", "stack_adapters"]
 
 
-def _lora_hook(module, args, output, *, lora_A: torch.Tensor, lora_B: torch.Tensor, scaling: torch.Tensor):
+def _lora_hook(module, args, output, *, lora_A: torch.Tensor, lora_B: torch.Tensor):
+    # lora_A: [b, d_in, R] (transposed), lora_B: [b, R, d_out] with the scaling folded in; both in the compute dtype
     x = args[0]  # [b, S, d_in]
     rows = x.shape[0]
     if lora_A.shape[0] != rows:  # generate() may expand the batch (beams, num_return_sequences)
@@ -35,23 +41,24 @@ def _lora_hook(module, args, output, *, lora_A: torch.Tensor, lora_B: torch.Tens
             )
         repeats = rows // lora_A.shape[0]
         lora_A, lora_B = lora_A.repeat_interleave(repeats, 0), lora_B.repeat_interleave(repeats, 0)
-        scaling = scaling.repeat_interleave(repeats, 0)
-    hidden = torch.bmm(x.to(lora_A.dtype), lora_A.transpose(1, 2))  # [b, S, R]
-    delta = torch.bmm(hidden, lora_B)  # [b, S, d_out]
-    return (output + scaling.view(-1, 1, 1) * delta).to(output.dtype)
+    compute = lora_A.dtype
+    delta = torch.bmm(torch.bmm(x.to(compute), lora_A), lora_B)  # [b, S, d_out]
+    if output.dtype == compute:
+        return output + delta
+    return (output.to(compute) + delta).to(output.dtype)
 
 
 @contextmanager
 def inject_lora(
-    backbone: Video2LoraBackbone,
+    family: Video2LoraFamily,
     lora_A: dict[str, torch.Tensor],
     lora_B: dict[str, torch.Tensor],
     scaling: float | torch.Tensor,
 ) -> Iterator[None]:
-    """Apply per-row generated adapters to the backbone's target modules inside a `with` block.
+    """Apply per-row generated adapters to the family's target modules inside a `with` block.
 
     Args:
-        backbone: the base VLM's backbone wrapper.
+        family: the base VLM's family wrapper (`hn.family`, or `get_family(vlm)`).
         lora_A: `{module: [B, L, R, d_in]}`.
         lora_B: `{module: [B, L, R, d_out]}`.
         scaling: the multiplier `s`, a float or one value per row (`[B]`).
@@ -60,17 +67,16 @@ def inject_lora(
         A context manager; the hooks are active inside the `with` block and removed when it exits.
 
     Raises:
-        AdapterMismatchError: the tensors do not fit the backbone's layers and module shapes.
+        AdapterMismatchError: the tensors do not fit the model's layers and module shapes.
 
     Example:
         ```python
-        with inject_lora(backbone, out.lora_A, out.lora_B, hn.config.scaling):
+        with inject_lora(hn.family, out.lora_A, out.lora_B, hn.config.scaling):
             logits = vlm(input_ids=ids, attention_mask=mask).logits
         ```
     """
-    num_layers = backbone.num_layers
-    batch = next(iter(lora_A.values())).shape[0]
-    live_shapes = backbone.live_module_shapes(list(lora_A))
+    num_layers = family.num_layers
+    live_shapes = family.live_module_shapes(list(lora_A))
     for module, tensor_a in lora_A.items():
         tensor_b = lora_B[module]
         d_in, d_out = live_shapes[module]
@@ -82,21 +88,18 @@ def inject_lora(
             raise AdapterMismatchError(
                 f"lora_B[{module!r}] must be [B, {num_layers}, {tensor_a.shape[2]}, {d_out}], got {list(tensor_b.shape)}."
             )
-    if not torch.is_tensor(scaling):
-        scaling = torch.full((batch,), float(scaling))
     handles = []
     try:
         for module in sorted(lora_A):
-            device = backbone.target_module(0, module).weight.device
-            scale = scaling.to(device=device, dtype=lora_A[module].dtype)
+            weight = family.target_module(0, module).weight
+            compute = torch.promote_types(weight.dtype, lora_A[module].dtype)
+            a = lora_A[module].to(weight.device, compute).transpose(-1, -2)  # [B, L, d_in, R]
+            b = lora_B[module].to(weight.device, compute)  # [B, L, R, d_out]
+            scale = scaling.to(weight.device, compute) if torch.is_tensor(scaling) else float(scaling)
+            b = b * (scale.view(-1, 1, 1, 1) if torch.is_tensor(scale) else scale)
             for layer in range(num_layers):
-                hook = partial(
-                    _lora_hook,
-                    lora_A=lora_A[module][:, layer].to(device),
-                    lora_B=lora_B[module][:, layer].to(device),
-                    scaling=scale,
-                )
-                handles.append(backbone.target_module(layer, module).register_forward_hook(hook))
+                hook = partial(_lora_hook, lora_A=a[:, layer], lora_B=b[:, layer])
+                handles.append(family.target_module(layer, module).register_forward_hook(hook))
         yield
     finally:
         for handle in handles:
@@ -105,7 +108,7 @@ def inject_lora(
 
 def stack_adapters(
     adapters: list[GeneratedLora],
-) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], torch.Tensor]:
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], float | torch.Tensor]:
     """Stack adapters into batch tensors for per-row injection.
 
     Adapters of different ranks (for example composed ones) are zero-padded on the rank axis,
@@ -116,14 +119,15 @@ def stack_adapters(
 
     Returns:
         `(lora_A, lora_B, scaling)` with `lora_A[m]` `[B, L, R_max, d_in]`, `lora_B[m]`
-        `[B, L, R_max, d_out]` and `scaling` `[B]`.
+        `[B, L, R_max, d_out]` (views when one adapter serves every row) and `scaling`, a float when
+        the adapters share it, else `[B]`.
 
     Raises:
         AdapterMismatchError: the adapters target different modules or layers.
 
     Example:
         ```python
-        with inject_lora(hn.backbone, *stack_adapters([adapter_a, adapter_b])):
+        with inject_lora(hn.family, *stack_adapters([adapter_a, adapter_b])):
             logits = hn.vlm(input_ids=ids, attention_mask=mask).logits
         ```
     """
@@ -136,6 +140,11 @@ def stack_adapters(
                 "Adapters in one batch must target the same modules and layers: got "
                 f"{first.num_layers} layers {first.module_shapes} and {adapter.num_layers} layers {adapter.module_shapes}."
             )
+    if all(adapter is first for adapter in adapters):  # one adapter shared by every row: views, no copies
+        rows = len(adapters)
+        lora_A = {m: t.unsqueeze(0).expand(rows, -1, -1, -1) for m, t in first.lora_A.items()}
+        lora_B = {m: t.unsqueeze(0).expand(rows, -1, -1, -1) for m, t in first.lora_B.items()}
+        return lora_A, lora_B, first.scaling
     max_rank = max(a.rank for a in adapters)
     dtype = first.dtype
     for adapter in adapters[1:]:  # adapters loaded from disk may be bf16 beside fresh fp32 ones
@@ -146,5 +155,7 @@ def stack_adapters(
 
     lora_A = {m: torch.stack([pad(a.lora_A[m]) for a in adapters]) for m in first.target_modules}
     lora_B = {m: torch.stack([pad(a.lora_B[m]) for a in adapters]) for m in first.target_modules}
-    scaling = torch.tensor([a.scaling for a in adapters], dtype=torch.float32)
+    if len({a.scaling for a in adapters}) == 1:
+        return lora_A, lora_B, first.scaling
+    scaling = torch.tensor([a.scaling for a in adapters], dtype=torch.float32, device=first.device)
     return lora_A, lora_B, scaling

@@ -1,6 +1,6 @@
 """Chunked internalization of long videos (paper section 5.6), in bounded memory.
 
-A hypernetwork is trained on clips of `config.num_frames` frames (12 in the paper). A long video is
+A hypernetwork is trained on clips of `processor.num_frames` frames (12 in the paper). A long video is
 split into consecutive temporal chunks, each chunk is sampled and internalized like a clip of its own,
 and the chunk adapters are composed in rank space (their ranks concatenated, so the composed update is
 the sum of the chunk updates, or their mean with `reduction="mean"`).
@@ -96,15 +96,15 @@ def iter_chunk_adapters(
     Args:
         hn: the hypernetwork (with its base model and processor).
         video: a path, bytes, a file object, a `[T, H, W, 3]` uint8 array or a list of PIL images.
-        chunk_frames: frames sampled per chunk; defaults to `hn.config.num_frames` (the trained count).
+        chunk_frames: frames sampled per chunk; defaults to `hn.processor.num_frames` (the trained count).
         chunks: split into this many equal chunks; by default chunks last `chunk_frames / fps` seconds,
             so every chunk holds `chunk_frames` frames.
         fps: frames sampled per second within a chunk; defaults to the processor's (1 for SmolVLM2;
             arrays and PIL images count as 1 frame per second).
         skip_secs: seconds skipped at each end of every chunk (0 tiles the video edge to edge).
         batch_size: chunks per encoder pass.
-        instruction: internalization instruction; defaults to `hn.config.instruction`.
-        longest_edge: frame resize target; defaults to `hn.config.longest_edge`.
+        instruction: internalization instruction; defaults to the processor's.
+        longest_edge: frame resize target; defaults to the processor's.
 
     Returns:
         An iterator of `GeneratedLora`, each with the chunk's `VideoMetadata` (`start_frame`, `frame_indices`).
@@ -115,10 +115,8 @@ def iter_chunk_adapters(
             print(adapter.metadata["start_time"])
         ```
     """
-    chunk_frames = chunk_frames or hn.config.num_frames
-    fps = fps or getattr(hn.processor, "fps", None) or 1.0
-    instruction = instruction or hn.config.instruction
-    longest_edge = longest_edge or hn.config.longest_edge
+    chunk_frames = chunk_frames or hn.processor.num_frames
+    fps = fps or hn.processor.fps
     if batch_size < 1 or chunk_frames < 1:
         raise ValueError(f"batch_size and chunk_frames must be >= 1, got {batch_size} and {chunk_frames}.")
     batch: list = []
@@ -137,13 +135,8 @@ def iter_chunk_adapters(
 
 def _internalize_batch(hn, batch, chunk_frames, instruction, longest_edge) -> list[GeneratedLora]:
     # `(frames, VideoMetadata)` pairs go through the processor as decoded clips, with no re-sampling
-    return hn.internalize(
-        list(batch),
-        batch_size=len(batch),
-        instruction=instruction,
-        num_frames=chunk_frames,
-        longest_edge=longest_edge,
-        show_progress=False,
+    return hn.internalize_batch(
+        batch, instruction=instruction, num_frames=chunk_frames, longest_edge=longest_edge
     )
 
 
@@ -170,8 +163,8 @@ def internalize_chunked(
     Args:
         hn: the hypernetwork (with its base model and processor).
         video: a path, bytes, a file object, a `[T, H, W, 3]` uint8 array or a list of PIL images.
-        chunk_frames: frames per chunk; defaults to `hn.config.num_frames` (the count the hypernetwork was
-            trained on).
+        chunk_frames: frames per chunk; defaults to `hn.processor.num_frames` (the count the hypernetwork
+            was trained on).
         chunks: number of equal chunks; by default each chunk spans `chunk_frames / fps` seconds.
         fps: frames sampled per second within chunks; defaults to the processor's rate (1 fps).
         skip_secs: seconds skipped at each end of every chunk (default 0: chunks tile the video).
@@ -179,8 +172,8 @@ def internalize_chunked(
         reduction: `"sum"` concatenates the chunk ranks as they are (the paper's composition: the update
             is the sum of the chunk updates); `"mean"` scales each chunk by `1 / chunks` (the update is
             their mean, as large as one clip's whatever the length).
-        instruction: internalization instruction; defaults to `hn.config.instruction`.
-        longest_edge: frame resize target; defaults to `hn.config.longest_edge`.
+        instruction: internalization instruction; defaults to the processor's.
+        longest_edge: frame resize target; defaults to the processor's.
         show_progress: show a progress bar over chunks (default: when there is more than one batch).
 
     Returns:
@@ -214,7 +207,7 @@ def internalize_chunked(
     )
     if not adapters:
         raise ValueError("internalize_chunked() found no frames to internalize.")
-    return compose_chunks(adapters, reduction=reduction, chunk_frames=chunk_frames or hn.config.num_frames)
+    return compose_chunks(adapters, reduction=reduction, chunk_frames=chunk_frames or hn.processor.num_frames)
 
 
 def compose_chunks(

@@ -64,7 +64,7 @@ class GeneratedLora:
         lora_B: `{module: [L, R, d_out]}`.
         scaling: the multiplier `s` of the update.
         base_model_name_or_path: the base VLM the adapter was generated for.
-        base_model_type: `model_type` of that VLM.
+        base_model_type: that VLM's family (`transformers_v2l.families`), which gives the PEFT module paths.
         metadata: provenance, written to the model card and never to `adapter_config.json`:
             `video_sha256`, `frame_indices`, `resolution`, `hypernetwork`, `hypernetwork_revision`,
             `instruction`, and any other JSON-friendly entries.
@@ -82,12 +82,16 @@ class GeneratedLora:
     lora_B: dict[str, torch.Tensor]
     scaling: float
     base_model_name_or_path: str | None = None
-    base_model_type: str = "smolvlm"
+    base_model_type: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self):
         _validate_tensors(self)
         self.scaling = float(self.scaling)
+        if self.base_model_type is not None:
+            from .families import family_class
+
+            self.base_model_type = family_class(self.base_model_type).name
 
     # ---- shape and size ---------------------------------------------------------------------------
     @property

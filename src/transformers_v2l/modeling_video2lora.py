@@ -15,17 +15,22 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from transformers import PreTrainedModel
+from transformers import AutoModel, PreTrainedModel
 from transformers.utils import ModelOutput
 
 from .configuration_video2lora import Video2LoraConfig
-from .frames2lora import from_frames2lora
-from .inference import Video2LoraInferenceMixin
+from .errors import CheckpointMismatchError, HubUnavailableError
+from .lora import GeneratedLora
+from .modeling_perceiver import (
+    Video2LoraGatedMLP,
+    Video2LoraResampler,
+    Video2LoraResidualMLP,
+    Video2LoraRMSNorm,
+)
+from .pipeline import Video2LoraPipelineMixin
+from .runtime import Video2LoraRuntime
 
 __all__ = ["Video2LoraHypernetwork", "Video2LoraOutput", "Video2LoraPreTrainedModel"]
-
-#: Tokens per block of the inference-time gated MLPs: small blocks keep their `[tokens, hidden]` intermediates in cache.
-_BLOCK_TOKENS = 4096
 
 
 @dataclass
@@ -47,208 +52,6 @@ class Video2LoraOutput(ModelOutput):
     lora_A: dict[str, torch.Tensor] | None = None
     lora_B: dict[str, torch.Tensor] | None = None
     intermediates: dict[str, torch.Tensor] | None = None
-
-
-class Video2LoraRMSNorm(nn.Module):
-    def __init__(self, size: int, eps: float):
-        super().__init__()
-        self.weight = nn.Parameter(torch.ones(size))
-        self.eps = eps
-
-    def normalize(self, x: torch.Tensor) -> torch.Tensor:
-        """`x / rms(x)` in float32, cast back to `x.dtype`: the weight-free part of `forward`."""
-        x32 = x.float()
-        return (x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)).to(x.dtype)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.weight * self.normalize(x)
-
-
-class Video2LoraGatedMLP(nn.Module):
-    """`down(silu(gate(x)) * up(x))`, no biases."""
-
-    def __init__(self, size_in: int, size_hidden: int, size_out: int):
-        super().__init__()
-        self.gate_proj = nn.Linear(size_in, size_hidden, bias=False)
-        self.up_proj = nn.Linear(size_in, size_hidden, bias=False)
-        self.down_proj = nn.Linear(size_hidden, size_out, bias=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if torch.is_grad_enabled():
-            return self.down_proj(nn.functional.silu(self.gate_proj(x)) * self.up_proj(x))
-        # inference: blocks of tokens and an in-place activation keep the [tokens, hidden] intermediates
-        # small (row-wise: the same values, up to the matmul kernels' summation order)
-        flat = x.reshape(-1, x.shape[-1])  # [tokens, size_in]
-        blocks = [self._inference_block(block) for block in flat.split(_BLOCK_TOKENS)]
-        out = blocks[0] if len(blocks) == 1 else torch.cat(blocks)
-        return out.view(*x.shape[:-1], -1)
-
-    def _inference_block(self, x: torch.Tensor) -> torch.Tensor:
-        hidden = self.gate_proj(x)
-        return self.down_proj(nn.functional.silu(hidden, inplace=True).mul_(self.up_proj(x)))
-
-
-class Video2LoraAttention(nn.Module):
-    """Grouped-query attention from latents to `[context; latents]` (or to the latents alone).
-
-    When it costs fewer FLOPs (few latent queries, a long context), the key and value projections of
-    the context are absorbed into the queries and the output (`q·(W_k c) = (W_kᵀ q)·c`), so the
-    context tokens are never projected. Both forms compute the same attention.
-    """
-
-    def __init__(self, config: Video2LoraConfig):
-        super().__init__()
-        self.num_heads = config.num_attention_heads
-        self.num_kv_heads = config.num_key_value_heads
-        self.head_dim = config.attention_head_dim
-        self.scaling = self.head_dim**-0.5
-        latent = config.latent_size
-        self.q_proj = nn.Linear(latent, self.num_heads * self.head_dim, bias=False)
-        self.k_proj = nn.Linear(latent, self.num_kv_heads * self.head_dim, bias=False)
-        self.v_proj = nn.Linear(latent, self.num_kv_heads * self.head_dim, bias=False)
-        self.o_proj = nn.Linear(self.num_heads * self.head_dim, latent, bias=False)
-
-    def absorbs_context(self, num_queries: int) -> bool:
-        """Whether absorbing the context projections into `num_queries` queries saves FLOPs."""
-        heads, kv_width, latent = self.num_heads, self.num_kv_heads * self.head_dim, self.k_proj.in_features
-        # per context token, keys and values alike: h·K·D absorbed against g·d·D + h·K·d projected
-        return heads * num_queries * latent < kv_width * latent + heads * num_queries * self.head_dim
-
-    def forward(
-        self,
-        latents: torch.Tensor,
-        context: torch.Tensor | None = None,
-        context_mask: torch.Tensor | None = None,
-        context_scale: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        n, k, _ = latents.shape
-        g, groups, d = self.num_kv_heads, self.num_heads // self.num_kv_heads, self.head_dim
-        # query head h uses key/value head h // groups: group the query heads by their key/value head
-        # instead of repeating keys and values (no [N, h, S, d] copies)
-        q = self.q_proj(latents).view(n, k, g, groups, d).permute(0, 2, 3, 1, 4).reshape(n, g, groups * k, d)
-        keys = self.k_proj(latents).view(n, k, g, d).transpose(1, 2)  # [N, g, K, d]
-        values = self.v_proj(latents).view(n, k, g, d).transpose(1, 2)  # [N, g, K, d]
-        scores = torch.matmul(q, keys.transpose(2, 3))  # [N, g, G * K, K]
-        if context is None:
-            out = torch.matmul(self._softmax(scores), values)  # [N, g, G * K, d]
-        else:
-            # context: [N, S, D], RMS-normalized; context_scale: [D], the norm's weight
-            if context_scale is not None:
-                context_scale = context_scale.to(context.dtype)
-            absorbed = self.absorbs_context(k)
-            context_scores = self._context_scores(q, context, context_scale, absorbed)  # [N, g, G * K, S]
-            if context_mask is not None:  # [N, S] bool, True = attend
-                min_value = torch.finfo(context_scores.dtype).min
-                context_scores = context_scores.masked_fill(~context_mask[:, None, None, :], min_value)
-            weights = self._softmax(torch.cat([context_scores, scores], dim=-1))  # [N, g, G * K, S + K]
-            s = context.shape[1]
-            out = torch.matmul(weights[..., s:], values)  # [N, g, G * K, d]
-            out = out + self._context_output(weights[..., :s], context, context_scale, absorbed)
-        out = out.view(n, g, groups, k, d).permute(0, 3, 1, 2, 4).reshape(n, k, -1)  # [N, K, h * d]
-        return self.o_proj(out)
-
-    def _softmax(self, scores: torch.Tensor) -> torch.Tensor:
-        return nn.functional.softmax(scores * self.scaling, dim=-1, dtype=torch.float32).to(scores.dtype)
-
-    def _context_scores(self, q, context, scale, absorbed: bool) -> torch.Tensor:
-        n, g, rows, d = q.shape  # q: [N, g, G * K, d]
-        if absorbed:
-            absorbed_q = torch.matmul(q, self._context_weight(self.k_proj, scale))  # [N, g, G * K, D]
-            scores = torch.matmul(absorbed_q.view(n, g * rows, -1), context.transpose(1, 2))  # [N, h * K, S]
-            return scores.view(n, g, rows, -1)
-        scaled = context if scale is None else context * scale
-        keys = self.k_proj(scaled).view(n, -1, g, d).transpose(1, 2)  # [N, g, S, d]
-        return torch.matmul(q, keys.transpose(2, 3))
-
-    def _context_output(self, weights, context, scale, absorbed: bool) -> torch.Tensor:
-        n, g, rows, s = weights.shape  # weights: [N, g, G * K, S]
-        if absorbed:
-            mixed = torch.matmul(weights.reshape(n, g * rows, s), context)  # [N, h * K, D]
-            mixed = mixed.view(n, g, rows, -1)  # [N, g, G * K, D]
-            return torch.matmul(mixed, self._context_weight(self.v_proj, scale).transpose(1, 2))
-        scaled = context if scale is None else context * scale
-        values = self.v_proj(scaled).view(n, s, g, self.head_dim).transpose(1, 2)  # [N, g, S, d]
-        return torch.matmul(weights, values)
-
-    def _context_weight(self, proj: nn.Linear, scale: torch.Tensor | None) -> torch.Tensor:
-        """`proj.weight` per key/value head, with the context norm's weight folded in: `[g, d, D]`."""
-        weight = proj.weight.view(self.num_kv_heads, self.head_dim, -1)
-        return weight if scale is None else weight * scale
-
-
-class Video2LoraPerceiverLayer(nn.Module):
-    """One Perceiver layer: latents attend to `[context; latents]` (cross) or to themselves (self)."""
-
-    def __init__(self, config: Video2LoraConfig, *, cross_attention: bool):
-        super().__init__()
-        size, eps = config.latent_size, config.rms_norm_eps
-        self.cross_attention = cross_attention
-        self.input_latents_norm = Video2LoraRMSNorm(size, eps)
-        self.input_context_norm = Video2LoraRMSNorm(size, eps) if cross_attention else None
-        self.attn = Video2LoraAttention(config)
-        self.post_attention_norm = Video2LoraRMSNorm(size, eps)
-        self.pre_ff_norm = Video2LoraRMSNorm(size, eps)
-        self.mlp = Video2LoraGatedMLP(size, size * config.mlp_expansion, size)
-        self.post_ff_norm = Video2LoraRMSNorm(size, eps)
-
-    def forward(
-        self,
-        latents: torch.Tensor,
-        context: torch.Tensor | None,
-        context_mask: torch.Tensor | None,
-        normalized_context: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        normed = self.input_latents_norm(latents)  # [N, K, D]
-        scale = None
-        if self.cross_attention:
-            if normalized_context is None:  # the resampler passes it, computed once for all its layers
-                normalized_context = self.input_context_norm.normalize(context)  # [N, S, D]
-            scale = self.input_context_norm.weight  # input_context_norm(context) = scale * normalized
-        else:
-            normalized_context = context_mask = None
-        attended = self.attn(normed, normalized_context, context_mask, context_scale=scale)
-        latents = latents + self.post_attention_norm(attended)
-        return latents + self.post_ff_norm(self.mlp(self.pre_ff_norm(latents)))
-
-
-class Video2LoraResampler(nn.Module):
-    """Learned latent queries refined by Perceiver layers over a context, then an RMSNorm."""
-
-    def __init__(
-        self, config: Video2LoraConfig, *, num_queries: int, num_blocks: int, self_attn_per_block: int
-    ):
-        super().__init__()
-        self.latents = nn.Parameter(torch.empty(num_queries, config.latent_size))
-        period = 1 + self_attn_per_block
-        self.layers = nn.ModuleList(
-            Video2LoraPerceiverLayer(config, cross_attention=i % period == 0)
-            for i in range(num_blocks * period)
-        )
-        self.norm = Video2LoraRMSNorm(config.latent_size, config.rms_norm_eps)
-
-    def forward(self, context: torch.Tensor, context_mask: torch.Tensor | None = None) -> torch.Tensor:
-        latents = self.latents.unsqueeze(0).expand(context.shape[0], -1, -1).to(context.dtype)  # [N, K, D]
-        # every cross-attention layer RMS-normalizes the same context (same eps): do it once
-        cross = [layer for layer in self.layers if layer.cross_attention]
-        normalized = cross[0].input_context_norm.normalize(context) if cross else None  # [N, S, D]
-        for layer in self.layers:
-            latents = layer(latents, context, context_mask, normalized_context=normalized)
-        return self.norm(latents)
-
-
-class Video2LoraResidualMLP(nn.Module):
-    """`y = x + LN_out(fc2(silu(fc1(LN_in(x)))))`, the pre-head block."""
-
-    def __init__(self, config: Video2LoraConfig):
-        super().__init__()
-        size, eps = config.latent_size, config.layer_norm_eps
-        self.norm_in = nn.LayerNorm(size, eps=eps)
-        self.fc1 = nn.Linear(size, size * config.mlp_expansion)
-        self.fc2 = nn.Linear(size * config.mlp_expansion, size)
-        self.norm_out = nn.LayerNorm(size, eps=eps)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.norm_out(self.fc2(nn.functional.silu(self.fc1(self.norm_in(x)))))
 
 
 class Video2LoraPreTrainedModel(PreTrainedModel):
@@ -293,7 +96,7 @@ class Video2LoraPreTrainedModel(PreTrainedModel):
                     module.bias_B[name].zero_()
 
 
-class Video2LoraHypernetwork(Video2LoraInferenceMixin, Video2LoraPreTrainedModel):
+class Video2LoraHypernetwork(Video2LoraPipelineMixin, Video2LoraPreTrainedModel):
     r"""A Perceiver hypernetwork that turns a frozen VLM's layer-wise hidden states into a LoRA adapter.
 
     One Perceiver is shared by all layers (the layer axis is folded into the batch): an input projection,
@@ -302,8 +105,10 @@ class Video2LoraHypernetwork(Video2LoraInferenceMixin, Video2LoraPreTrainedModel
     `A [r, d_in]` and `B [r, d_out]`, scaled by learned per-layer, per-rank multipliers (one for `A`,
     zero for `B`, so the initial adapter is exactly zero). Learned bias ranks may be appended.
 
-    The frozen base VLM is held by reference (`hn.vlm`), never saved with the hypernetwork, and never
-    receives gradients. It is loaded from `config.base_model_name_or_path` on first use unless given.
+    The frozen base VLM, its family and the processor belong to `hn.runtime` (a `Video2LoraRuntime`):
+    held by reference, never saved with the hypernetwork's weights, never trained. The pipeline
+    methods (`internalize`, `answer`, `use_adapter`, `answer_with_video`) delegate to it; it loads the
+    base model from `config.base_model_name_or_path` when one of them first needs it, unless given.
 
     Args:
         config: a `Video2LoraConfig`; if it is not bound to a base model yet, `base_model` binds it.
@@ -328,6 +133,7 @@ class Video2LoraHypernetwork(Video2LoraInferenceMixin, Video2LoraPreTrainedModel
                     "or pass base_model=."
                 )
             bound = Video2LoraConfig.from_base_model(source, **_unbound_fields(config))
+            bound.processor_settings = dict(config.processor_settings)
             config = bound
         super().__init__(config)
         shapes = {m: tuple(s) for m, s in config.module_shapes.items()}
@@ -362,10 +168,80 @@ class Video2LoraHypernetwork(Video2LoraInferenceMixin, Video2LoraPreTrainedModel
             self.bias_B = nn.ParameterDict(
                 {m: nn.Parameter(torch.empty(num_layers, r, d[1])) for m, d in shapes.items()}
             )
-        self._init_runtime(base_model, processor)
         self.post_init()
+        self.runtime = Video2LoraRuntime(config, base_model=base_model, processor=processor)
 
-    from_frames2lora = classmethod(from_frames2lora)
+    # ---- loading, saving, placement ---------------------------------------------------------------
+    @classmethod
+    def from_pretrained(
+        cls,
+        pretrained_model_name_or_path: str | os.PathLike | None,
+        *model_args,
+        base_model: nn.Module | None = None,
+        processor=None,
+        base_model_kwargs: dict | None = None,
+        **kwargs,
+    ):
+        """Load a hypernetwork checkpoint (safetensors + config.json, and its processor) from a folder or a Hub repo.
+
+        The base VLM is loaded when a pipeline method first needs it (or by `load_base_model()`), with
+        the same `device_map` and `dtype` as the hypernetwork unless `base_model_kwargs` says otherwise.
+
+        Args:
+            pretrained_model_name_or_path: a local folder or a Hub repo id (`None` with `config=` and `state_dict=`).
+            base_model: reuse a loaded VLM instead of loading `config.base_model_name_or_path`.
+            processor: reuse a `Video2LoraProcessor`; by default the one saved with the checkpoint.
+            base_model_kwargs: keyword arguments for loading the base VLM (for example `{"device_map": "auto"}`).
+            **kwargs: passed to `PreTrainedModel.from_pretrained` (`revision`, `dtype`, `device_map`,
+                `output_loading_info`, ...).
+
+        Returns:
+            The `Video2LoraHypernetwork` (with `output_loading_info=True`, the pair `(model, loading_info)`).
+
+        Raises:
+            HubUnavailableError: a Hub repo id that is not cached while the Hub cannot be reached.
+
+        Example:
+            ```python
+            hn = Video2LoraHypernetwork.from_pretrained("my-hypernet", device_map="cuda", dtype=torch.bfloat16)
+            ```
+        """
+        from .hub import OFFLINE_MODEL_HINT, hub_unavailable_error, hub_unreachable, resolve_commit_hash
+
+        path = None if pretrained_model_name_or_path is None else os.fspath(pretrained_model_name_or_path)
+        hub = {key: kwargs.get(key) for key in ("revision", "token", "cache_dir")}
+        local_files_only = bool(kwargs.get("local_files_only", False))
+        revision = None
+        if path is not None:
+            try:  # before loading: an unreachable Hub gets our error, not transformers' generic OSError
+                revision = resolve_commit_hash(path, **hub, local_files_only=local_files_only)
+            except HubUnavailableError as error:
+                raise HubUnavailableError(f"{error}{OFFLINE_MODEL_HINT}") from error
+        try:
+            loaded = super().from_pretrained(path, *model_args, **kwargs)
+        except OSError as error:
+            if path is None or os.path.isdir(path) or not hub_unreachable(error):
+                raise
+            raise hub_unavailable_error(
+                path, "model.safetensors", error, local_files_only=local_files_only, hint=OFFLINE_MODEL_HINT
+            ) from error
+        model, info = loaded if kwargs.get("output_loading_info") else (loaded, None)
+        placement = {key: kwargs[key] for key in ("device_map", "dtype") if kwargs.get(key) is not None}
+        source = None
+        if path is not None:
+            hub_options = {
+                k: kwargs[k] for k in ("revision", "token", "cache_dir", "subfolder") if k in kwargs
+            }
+            source = {"path": path, **hub_options, "local_files_only": local_files_only}
+        model.runtime = Video2LoraRuntime(
+            model.config,
+            base_model=base_model,
+            processor=processor,
+            base_model_kwargs={**placement, **(base_model_kwargs or {})},
+            processor_source=source,
+        )
+        model.runtime.hub_revision = revision
+        return (model, info) if info is not None else model
 
     def save_pretrained(
         self,
@@ -375,7 +251,10 @@ class Video2LoraHypernetwork(Video2LoraInferenceMixin, Video2LoraPreTrainedModel
         model_card_kwargs: dict | None = None,
         **kwargs,
     ) -> None:
-        """Save the hypernetwork (config.json + safetensors, no base-model weights) and a README.md model card.
+        """Save the hypernetwork (config.json + safetensors, no base-model weights), its processor and a model card.
+
+        The processor (tokenizer, `processor_config.json` with frames, resolution, instruction and
+        answering protocol) is saved beside the weights, so the folder alone says how to use it.
 
         Args:
             save_directory: the output folder.
@@ -395,13 +274,16 @@ class Video2LoraHypernetwork(Video2LoraInferenceMixin, Video2LoraPreTrainedModel
         push_kwargs = {key: kwargs.pop(key) for key in push_keys if key in kwargs}
         repo_id = kwargs.pop("repo_id", None)
         super().save_pretrained(save_directory, *args, **kwargs)
-        if kwargs.get("is_main_process", True):
-            save_hypernetwork_card(save_directory, self.config, repo_id=repo_id, **(model_card_kwargs or {}))
-            if push_to_hub:
-                push_kwargs.setdefault("commit_message", "Upload Video2LoRA hypernetwork")
-                push_folder_to_hub(
-                    save_directory, repo_id or Path(save_directory).absolute().name, **push_kwargs
-                )
+        if not kwargs.get("is_main_process", True):
+            return
+        processor = self.runtime.saved_processor()
+        if processor is not None:
+            processor.save_pretrained(save_directory)
+        card_kwargs = {"processor": processor, **(model_card_kwargs or {})}
+        save_hypernetwork_card(save_directory, self.config, repo_id=repo_id, **card_kwargs)
+        if push_to_hub:
+            push_kwargs.setdefault("commit_message", "Upload Video2LoRA hypernetwork")
+            push_folder_to_hub(save_directory, repo_id or Path(save_directory).absolute().name, **push_kwargs)
 
     def push_to_hub(
         self,
@@ -414,9 +296,11 @@ class Video2LoraHypernetwork(Video2LoraInferenceMixin, Video2LoraPreTrainedModel
         create_pr: bool = False,
         token: str | bool | None = None,
         max_shard_size: str = "5GB",
+        tags: list[str] | None = None,
+        base_model_id: str | None = None,
         model_card_kwargs: dict | None = None,
     ):
-        """Upload config.json, the safetensors weights and a model card in one commit.
+        """Upload config.json, the safetensors weights, the processor and a model card in one commit.
 
         Args:
             repo_id: the Hub repository, created if needed.
@@ -427,6 +311,8 @@ class Video2LoraHypernetwork(Video2LoraInferenceMixin, Video2LoraPreTrainedModel
             create_pr: open a pull request instead of committing to the branch.
             token: a Hub token; defaults to the logged-in one.
             max_shard_size: largest safetensors shard.
+            tags: extra tags for the model card, as `PreTrainedModel.push_to_hub` takes them.
+            base_model_id: the Hub id of the base model, published instead of a local path.
             model_card_kwargs: extra model-card fields (for example `datasets=`).
 
         Returns:
@@ -434,11 +320,14 @@ class Video2LoraHypernetwork(Video2LoraInferenceMixin, Video2LoraPreTrainedModel
 
         Example:
             ```python
-            hn.push_to_hub("me/video2lora-smolvlm2-500m")
+            hn.push_to_hub("me/video2lora-smolvlm2-500m", tags=["lecture-videos"])
             ```
         """
         from .hub import push_hypernetwork_to_hub
 
+        card_kwargs = dict(model_card_kwargs or {})
+        if tags:
+            card_kwargs["tags"] = [*card_kwargs.get("tags", []), *tags]
         return push_hypernetwork_to_hub(
             self,
             repo_id,
@@ -449,8 +338,59 @@ class Video2LoraHypernetwork(Video2LoraInferenceMixin, Video2LoraPreTrainedModel
             create_pr=create_pr,
             token=token,
             max_shard_size=max_shard_size,
-            model_card_kwargs=model_card_kwargs,
+            base_model_id=base_model_id,
+            model_card_kwargs=card_kwargs,
         )
+
+    def to(self, *args, **kwargs):
+        """`nn.Module.to` for the hypernetwork; a device also moves the base VLM (unless it is dispatched).
+
+        Args:
+            *args: as `torch.nn.Module.to` (a device, a dtype, or both).
+            **kwargs: as `torch.nn.Module.to`.
+
+        Returns:
+            The hypernetwork.
+
+        Example:
+            ```python
+            hn.to("cuda")  # the hypernetwork and the base VLM
+            ```
+        """
+        device = torch._C._nn._parse_to(*args, **kwargs)[0]
+        model = super().to(*args, **kwargs)
+        if device is not None:
+            self.runtime.to(device)
+        return model
+
+    def cuda(self, device: int | torch.device | None = None):
+        """Move the hypernetwork and the base VLM to a CUDA device (see `to`).
+
+        Args:
+            device: the CUDA device; defaults to the current one.
+
+        Returns:
+            The hypernetwork.
+
+        Example:
+            ```python
+            hn.cuda()
+            ```
+        """
+        return self.to(torch.device("cuda", device) if isinstance(device, int) else (device or "cuda"))
+
+    def cpu(self):
+        """Move the hypernetwork and the base VLM to the CPU (see `to`).
+
+        Returns:
+            The hypernetwork.
+
+        Example:
+            ```python
+            hn.cpu()
+            ```
+        """
+        return self.to("cpu")
 
     # ------------------------------------------------------------------------------------
     def forward(
@@ -478,8 +418,6 @@ class Video2LoraHypernetwork(Video2LoraInferenceMixin, Video2LoraPreTrainedModel
         config = self.config
         batch, num_layers, seq, hidden = context_features.shape
         if num_layers != config.num_hidden_layers or hidden != config.hidden_size:
-            from .errors import CheckpointMismatchError
-
             raise CheckpointMismatchError(
                 f"context_features must be [B, {config.num_hidden_layers}, S, {config.hidden_size}] for this "
                 f"hypernetwork, got {list(context_features.shape)}."
@@ -535,8 +473,44 @@ class Video2LoraHypernetwork(Video2LoraInferenceMixin, Video2LoraPreTrainedModel
             }
         return Video2LoraOutput(lora_A=lora_A, lora_B=lora_B, intermediates=intermediates)
 
+    def adapters_from_output(
+        self, output: Video2LoraOutput, metadata: list[dict] | None = None
+    ) -> list[GeneratedLora]:
+        """Split a batch `Video2LoraOutput` into one `GeneratedLora` per video.
+
+        Args:
+            output: what `forward` returned for `B` videos.
+            metadata: one provenance dict per video (recorded in the adapters' cards).
+
+        Returns:
+            `B` adapters bound to this hypernetwork's base model and scaling.
+
+        Example:
+            ```python
+            adapters = hn.adapters_from_output(hn(context_features=features), [{"video": "a.mp4"}])
+            ```
+        """
+        rows = next(iter(output.lora_A.values())).shape[0]
+        metadata = metadata if metadata is not None else [{} for _ in range(rows)]
+        if len(metadata) != rows:
+            raise ValueError(f"adapters_from_output() got {len(metadata)} metadata dicts for {rows} videos.")
+        return [
+            GeneratedLora(
+                lora_A={m: t[row] for m, t in output.lora_A.items()},  # [L, R, d_in]
+                lora_B={m: t[row] for m, t in output.lora_B.items()},  # [L, R, d_out]
+                scaling=self.config.scaling,
+                base_model_name_or_path=self.config.base_model_name_or_path,
+                base_model_type=self.config.base_model_type,
+                metadata=meta,
+            )
+            for row, meta in enumerate(metadata)
+        ]
+
 
 def _unbound_fields(config: Video2LoraConfig) -> dict:
     """The architecture fields of an unbound config, to re-create it bound to a base model."""
     skip = {"base_model_type", "num_hidden_layers", "hidden_size", "module_shapes"}
     return {name: getattr(config, name) for name in Video2LoraConfig.field_help() if name not in skip}
+
+
+AutoModel.register(Video2LoraConfig, Video2LoraHypernetwork, exist_ok=True)

@@ -3,7 +3,7 @@
 `build` writes the keys `base_model.model.<module path>.lora_A.weight` `[R, d_in]` and
 `.lora_B.weight` `[d_out, R]` for every layer and module of a `GeneratedLora`; `parse` reads a plain
 PEFT LoRA state dict back into stacked `[L, R, d]` tensors, refusing what a generated adapter
-cannot represent. The module paths come from the VLM family's backbone (`backbones.py`).
+cannot represent. The module paths come from the VLM family (`transformers_v2l.families`).
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from .backbones import BACKBONES, backbone_class
 from .errors import AdapterMismatchError
+from .families import FAMILIES, PEFT_PREFIX, Video2LoraFamily, family_class
 
 if TYPE_CHECKING:
     from peft import LoraConfig
@@ -24,8 +24,6 @@ if TYPE_CHECKING:
 
 __all__ = ["PEFT_PREFIX", "build", "parse"]
 
-#: The prefix PEFT gives every key of a saved adapter.
-PEFT_PREFIX = "base_model.model."
 _KEY = re.compile(r"^(?P<path>.+)\.lora_(?P<which>[AB])\.weight$")
 
 
@@ -43,11 +41,11 @@ def build(adapter: GeneratedLora) -> dict[str, torch.Tensor]:
         state = build(adapter)  # what adapter.to_peft_state_dict() returns
         ```
     """
-    backbone = backbone_class(adapter.base_model_type)
+    family = family_class(adapter.base_model_type)
     state = {}
     for module in adapter.target_modules:
         for layer in range(adapter.num_layers):
-            key = f"{PEFT_PREFIX}{backbone.module_path(layer, module)}"
+            key = family.peft_key(layer, module)
             state[f"{key}.lora_A.weight"] = adapter.lora_A[module][layer].clone()  # no shared storage
             state[f"{key}.lora_B.weight"] = adapter.lora_B[module][layer].T.contiguous()
     return state
@@ -63,7 +61,8 @@ def parse(
     Args:
         state_dict: PEFT keys and tensors.
         config: the adapter's `LoraConfig` or `adapter_config.json` content.
-        base_model_type: the VLM family; inferred from the module paths by default.
+        base_model_type: the VLM family; by default the one whose decoder path the keys use (families
+            that share a path, such as `model.language_model.layers`, need it given).
 
     Returns:
         `(lora_A, lora_B, scaling, base_model_type)`: `{module: [L, R, d_in]}`, `{module: [L, R, d_out]}`,
@@ -80,14 +79,14 @@ def parse(
     cfg = config if isinstance(config, dict) else config.to_dict()
     _refuse_unsupported(cfg)
     paths = _pair_keys(state_dict)  # {module path: {"A": tensor, "B": tensor}}
-    family = base_model_type or _infer_family(list(paths))
-    lora_A, lora_B = _stack_layers(paths, backbone_class(family))
+    family = family_class(base_model_type) if base_model_type else _infer_family(list(paths))
+    lora_A, lora_B = _stack_layers(paths, family)
     r, alpha = int(cfg.get("r", 8)), float(cfg.get("lora_alpha", 8))
     ranks = {m: t.shape[1] for m, t in lora_A.items()}
     if set(ranks.values()) != {r}:
         raise AdapterMismatchError(f"adapter_config.json says r={r} but the tensors have ranks {ranks}.")
     scaling = alpha / math.sqrt(r) if cfg.get("use_rslora") else alpha / r
-    return lora_A, lora_B, scaling, family
+    return lora_A, lora_B, scaling, family.name
 
 
 def _refuse_unsupported(cfg: dict[str, Any]) -> None:
@@ -119,19 +118,20 @@ def _pair_keys(state_dict: dict[str, torch.Tensor]) -> dict[str, dict[str, torch
     return paths
 
 
-def _stack_layers(paths: dict[str, dict[str, torch.Tensor]], backbone) -> tuple[dict, dict]:
+def _stack_layers(
+    paths: dict[str, dict[str, torch.Tensor]], family: type[Video2LoraFamily]
+) -> tuple[dict, dict]:
     """`{module: [L, R, d_in]}` and `{module: [L, R, d_out]}` from per-path `A [R, d_in]`, `B [d_out, R]`."""
-    subpath_to_module = {sub: name for name, sub in backbone.module_subpaths.items()}
-    pattern = re.compile(rf"^{re.escape(backbone.layers_path)}\.(\d+)\.(.+)$")
     per_module: dict[str, dict[int, tuple[torch.Tensor, torch.Tensor]]] = {}
     for path, pair in paths.items():
-        match = pattern.match(path)
-        if match is None or match[2] not in subpath_to_module or set(pair) != {"A", "B"}:
+        found = family.module_from_path(path)
+        if found is None or set(pair) != {"A", "B"}:
             raise AdapterMismatchError(
                 f"LoRA weights for {path!r} cannot be used: a generated adapter only targets "
-                f"{backbone.layers_path}.<i>.<{'|'.join(sorted(subpath_to_module))}> with both lora_A and lora_B."
+                f"{family.layers_path}.<i>.<{'|'.join(sorted(family.module_subpaths.values()))}> with both lora_A and lora_B."
             )
-        per_module.setdefault(subpath_to_module[match[2]], {})[int(match[1])] = (pair["A"], pair["B"])
+        layer, module = found
+        per_module.setdefault(module, {})[layer] = (pair["A"], pair["B"])
     lora_A, lora_B = {}, {}
     for module, layers in per_module.items():
         missing = sorted(set(range(max(layers) + 1)) - set(layers))
@@ -144,11 +144,18 @@ def _stack_layers(paths: dict[str, dict[str, torch.Tensor]], backbone) -> tuple[
     return lora_A, lora_B
 
 
-def _infer_family(paths: list[str]) -> str:
-    for backbone in BACKBONES.values():
-        if any(p.startswith(backbone.layers_path + ".") for p in paths):
-            return backbone.model_types[0]
+def _infer_family(paths: list[str]) -> type[Video2LoraFamily]:
+    """The one family whose decoder path the keys use; several or none is an error that says what to pass."""
+    families = {cls for cls in FAMILIES.values() if any(p.startswith(cls.layers_path + ".") for p in paths)}
+    if len(families) == 1:
+        return families.pop()
+    if not families:
+        raise AdapterMismatchError(
+            f"Cannot tell which VLM family these LoRA weights are for (first module: {paths[0]!r}); supported "
+            f"decoder paths: {sorted({cls.layers_path for cls in FAMILIES.values()})}."
+        )
+    names = sorted(cls.name for cls in families)
     raise AdapterMismatchError(
-        f"Cannot tell which VLM family these LoRA weights are for (first module: {paths[0]!r}); supported decoder paths: "
-        f"{sorted({b.layers_path for b in BACKBONES.values()})}."
+        f"These LoRA weights use the decoder path {next(iter(families)).layers_path!r}, which the families {names} "
+        "share: pass base_model_type= (one of them)."
     )

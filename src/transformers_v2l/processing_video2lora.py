@@ -1,27 +1,25 @@
-"""`Video2LoraProcessor`: encoder prompts and pixels for internalization, text prompts for answering.
+"""`Video2LoraProcessor`: a thin front over a VLM family's prompts and pixels, with its settings saved.
 
-The video prompt and pixels are SmolVLM2's, token for token and pixel for pixel:
+The processor holds the tokenizer and the preprocessing settings (frames, frame rate, resolution,
+instruction, the family's pixel settings, how the checkpoint answers questions) and saves them in its
+own `processor_config.json`, like transformers' processors. Everything family-specific (the video
+prompt, the pixels, the text-only prompt) is asked of the family (`transformers_v2l.families`).
 
-* Prompt: what `SmolVLMProcessor.apply_chat_template` renders for one user turn `[video, text]`,
-  with each frame's `<image>` slot expanded to `image_seq_len` image tokens.
-* Pixels (`resize_mode="transformers-5"`, the default): `SmolVLMVideoProcessor` of transformers 5.x
-  (torchvision >= 0.27 on CPU): resize the longest edge to `longest_edge` (SmolVLM's even-rounding
-  rule), then to the `max_image_size` square tile, both with LANCZOS on uint8 (torch's
-  `interpolate(mode="lanczos")`, the kernel torchvision calls), then a fused rescale and normalize.
-* `resize_mode="frames2lora"`: the transformers 4.51.3 image-processor path that the Frames2LoRA
-  authors ran (same sizes, PIL LANCZOS, float64 rescale). It reproduces their fixture pixels
-  exactly. The two LANCZOS implementations round differently: the modes differ by 1 to 3 uint8
-  levels on about 1% of the pixels.
+Three kinds of inputs:
+
+* `internalization_inputs`: one user turn `[video, instruction]`, no generation prompt: what the
+  frozen VLM encodes once to internalize the video;
+* `video_in_context_inputs`: `[video, question]` plus the assistant's opening: the base model
+  answering with the video in its context (the reference condition);
+* `query_inputs` / `chat_inputs`: text-only turns with zero visual tokens: answering from an adapter.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
-import warnings
 from collections.abc import Sequence
-from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -29,144 +27,40 @@ import torch
 from transformers import AutoTokenizer, BatchFeature
 from transformers.processing_utils import ProcessorMixin
 
-from .configuration_video2lora import DEFAULT_INSTRUCTION
 from .errors import HubUnavailableError
+from .families import FAMILIES, Video2LoraFamily, family_class
 from .hub import hub_unavailable_error, hub_unreachable
 from .video_io import is_single_video, load_video
 from .video_sampling import VideoMetadata
 
-__all__ = ["SMOLVLM_VIDEO_CHAT_TEMPLATE", "Video2LoraProcessor", "resize_output_size"]
+__all__ = ["ANSWER_PROTOCOLS", "SETTINGS", "Video2LoraProcessor", "saved_processor_settings"]
 
-# SmolVLMProcessor uses this template for every conversation that holds a video (transformers'
-# `DEFAULT_CHAT_TEMPLATE` in `processing_smolvlm.py`), whatever the checkpoint ships.
-SMOLVLM_VIDEO_CHAT_TEMPLATE = (
-    "<|im_start|>{% for message in messages %}{{message['role'] | capitalize}}"
-    "{% if message['content'][0]['type'] == 'image' %}{{':'}}{% else %}{{': '}}{% endif %}"
-    "{% for line in message['content'] %}{% if line['type'] == 'text' %}{{line['text']}}"
-    "{% elif line['type'] == 'image' %}{{ '<image>' }}{% elif line['type'] == 'video' %}{{ '<video>' }}"
-    "{% endif %}{% endfor %}<end_of_utterance>\n{% endfor %}"
-    "{% if add_generation_prompt %}{{ 'Assistant:' }}{% endif %}"
-)
-VIDEO_INTRO = "You are provided the following series of {count} frames from a {duration} [H:MM:SS] video.\n"
-FRAME_MESSAGE = "\nFrame from {timestamp}:"
-MEDIA_OUTTRO = "\n\n"
-MAX_IMAGE_SIZE = 4096  # SmolVLM's absolute cap on the resized longest edge
-RESIZE_MODES = ("transformers-5", "frames2lora")
-_TORCH_MODES = {0: "nearest-exact", 1: "lanczos", 2: "bilinear", 3: "bicubic"}  # PIL resample -> interpolate
-_SETTINGS = tuple(
-    [
-        "image_seq_len",
-        "max_image_size",
-        "longest_edge",
-        "num_frames",
-        "fps",
-        "skip_secs",
-        "image_mean",
-        "image_std",
-        "rescale_factor",
-        "resample",
-        "resize_mode",
-        "instruction",
-    ]
-)  # the keys of our processor_config.json
-
-
-def resize_output_size(height: int, width: int, longest_edge: int) -> tuple[int, int]:
-    """SmolVLM's `get_resize_output_image_size`: longest edge to `longest_edge`, the other edge rounded up to even.
-
-    Args:
-        height: Input height.
-        width: Input width.
-        longest_edge: Target longest edge (capped at 4096).
-
-    Returns:
-        `(height, width)` after resizing.
-
-    Example:
-        ```python
-        resize_output_size(720, 1280, 384)  # (216, 384)
-        ```
-    """
-    longest_edge = min(MAX_IMAGE_SIZE, longest_edge)
-    aspect_ratio = width / height
-    if width >= height:
-        width, height = longest_edge, int(longest_edge / aspect_ratio)
-        height += height % 2
-    else:
-        height, width = longest_edge, int(longest_edge * aspect_ratio)
-        width += width % 2
-    return max(height, 1), max(width, 1)
-
-
-def _resize_torch(frames: torch.Tensor, size: tuple[int, int], resample: int) -> torch.Tensor:
-    """torchvision's CPU `resize` on a uint8 `[T, 3, H, W]` batch (antialiased, no-op at equal size)."""
-    if tuple(frames.shape[-2:]) == tuple(size):
-        return frames
-    mode = _TORCH_MODES.get(int(resample))
-    if mode is None:
-        raise ValueError(f"resample={resample} is not supported in resize_mode='transformers-5'.")
-    antialias = mode in ("lanczos", "bilinear", "bicubic")
-    align = False if antialias else None
-    return torch.nn.functional.interpolate(
-        frames, size=list(size), mode=mode, antialias=antialias, align_corners=align
-    )
-
-
-def _pixels_transformers5(
-    frames: np.ndarray, size: tuple[int, int], tile: int, settings: dict
-) -> torch.Tensor:
-    video = torch.from_numpy(frames).permute(0, 3, 1, 2).contiguous()  # [T, 3, H, W] uint8
-    try:
-        video = _resize_torch(video, size, settings["resample"])
-        video = _resize_torch(video, (tile, tile), settings["resample"])
-    except (RuntimeError, NotImplementedError) as error:  # a torch without uint8 LANCZOS
-        warnings.warn(
-            f"torch cannot resize with resample={settings['resample']} ({error}); using PIL, "
-            "which can differ by one level per pixel.",
-            stacklevel=4,
-        )
-        return _pixels_frames2lora(frames, size, tile, settings)
-    mean = torch.tensor(settings["image_mean"]) * (1.0 / settings["rescale_factor"])
-    std = torch.tensor(settings["image_std"]) * (1.0 / settings["rescale_factor"])
-    return (video.to(torch.float32) - mean.view(-1, 1, 1)) / std.view(-1, 1, 1)  # [T, 3, E, E]
-
-
-def _pixels_frames2lora(frames: np.ndarray, size: tuple[int, int], tile: int, settings: dict) -> torch.Tensor:
-    from PIL import Image
-
-    out = []
-    for frame in frames:
-        image = Image.fromarray(frame)
-        for height, width in (size, (tile, tile)):
-            if image.size != (width, height):
-                image = image.resize((width, height), resample=settings["resample"])
-        out.append(np.asarray(image))
-    pixels = (np.stack(out).astype(np.float64) * settings["rescale_factor"]).astype(np.float32)
-    pixels = (pixels - np.array(settings["image_mean"], np.float32)) / np.array(
-        settings["image_std"], np.float32
-    )
-    return torch.from_numpy(pixels).permute(0, 3, 1, 2).contiguous()  # [T, 3, E, E]
+#: The processor's settings besides the tokenizer and chat template (the keys of `processor_config.json`).
+SETTINGS = ("family", "num_frames", "longest_edge", "fps", "skip_secs", "instruction", "vision", "answer")
+#: How a checkpoint answers a question from an adapter (`processor.answer["protocol"]`).
+ANSWER_PROTOCOLS = ("direct", "recall")
+_HUB_KEYS = ("revision", "cache_dir", "token", "local_files_only", "subfolder", "force_download")
 
 
 class Video2LoraProcessor(ProcessorMixin):
-    r"""Builds the encoder inputs of Video2LoRA internalization and the text-only answering prompts.
+    r"""Builds the encoder inputs of internalization and the text-only answering prompts for one VLM family.
 
     Args:
-        tokenizer: The base VLM's tokenizer (with SmolVLM's special tokens).
-        image_seq_len: `<image>` tokens per frame, `(image_size // patch_size) ** 2 // scale_factor ** 2`.
-        max_image_size: Edge of the square tile fed to the vision tower (512 for SmolVLM2 256M/500M).
-        longest_edge: Frames are first resized so their longest edge is this (the paper: 384).
-        num_frames: Maximum frames sampled per video (the paper: 12).
-        fps: Frames sampled per second of video (SmolVLM2: 1).
-        skip_secs: Seconds skipped at each end of long videos (SmolVLM2: 1).
-        image_mean: Per-channel normalization mean.
-        image_std: Per-channel normalization standard deviation.
-        rescale_factor: Scale from uint8 to [0, 1].
-        resample: PIL resampling filter (1 = LANCZOS, SmolVLM's).
-        resize_mode: `"transformers-5"` (default, the current official video processor) or
-            `"frames2lora"` (transformers 4.51.3 with PIL, as the released checkpoints were trained).
-        instruction: Internalization instruction placed after the video.
-        chat_template: Template for text-only prompts; video prompts always use SmolVLM's video template.
+        tokenizer: the base VLM's tokenizer.
+        family: the VLM family's name (`transformers_v2l.families`), for example `"smolvlm"`.
+        num_frames: maximum frames sampled per video; defaults to the family's (12 for SmolVLM2).
+        longest_edge: frames are resized so that their longest edge is this many pixels (the paper: 384).
+        fps: frames sampled per second of video (SmolVLM2: 1).
+        skip_secs: seconds skipped at each end of long videos (SmolVLM2: 1).
+        instruction: the internalization instruction placed after the video.
+        vision: the family's pixel settings, over its defaults (for SmolVLM: `image_seq_len`,
+            `max_image_size`, `image_mean`, `image_std`, `rescale_factor`, `resample`, `resize_mode`).
+        answer: how `Video2LoraHypernetwork.answer` asks a question: `{"protocol": "direct"}` (the
+            question as it is) or `{"protocol": "recall", "recall_prompt": ..., "reader": "frozen" |
+            "adapter", "recall_max_new_tokens": ...}` (the adapter first recalls a description, then
+            the question is the next chat turn, answered by the frozen model or the adapter).
+        chat_template: the template for text-only turns (a string, or a dict of named templates with
+            `"default"`); defaults to the tokenizer's.
 
     Example:
         ```python
@@ -181,68 +75,84 @@ class Video2LoraProcessor(ProcessorMixin):
     def __init__(
         self,
         tokenizer,
-        image_seq_len: int = 64,
-        max_image_size: int = 512,
-        longest_edge: int = 384,
-        num_frames: int = 12,
-        fps: float = 1.0,
-        skip_secs: float = 1.0,
-        image_mean: Sequence[float] = (0.5, 0.5, 0.5),
-        image_std: Sequence[float] = (0.5, 0.5, 0.5),
-        rescale_factor: float = 1 / 255,
-        resample: int = 1,
-        resize_mode: str = "transformers-5",
-        instruction: str = DEFAULT_INSTRUCTION,
-        chat_template: str | None = None,
+        family: str,
+        num_frames: int | None = None,
+        longest_edge: int | None = None,
+        fps: float | None = None,
+        skip_secs: float | None = None,
+        instruction: str | None = None,
+        vision: dict[str, Any] | None = None,
+        answer: dict[str, Any] | None = None,
+        chat_template: str | dict[str, str] | None = None,
     ):
-        if resize_mode not in RESIZE_MODES:
-            raise ValueError(f"resize_mode must be one of {RESIZE_MODES}, got {resize_mode!r}.")
-        for name, value in (
-            ("image_seq_len", image_seq_len),
-            ("max_image_size", max_image_size),
-            ("longest_edge", longest_edge),
-            ("num_frames", num_frames),
-        ):
-            if int(value) < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}.")
-        self.image_seq_len = int(image_seq_len)
-        self.max_image_size = int(max_image_size)
-        self.longest_edge = int(longest_edge)
-        self.num_frames = int(num_frames)
-        self.fps = float(fps)
-        self.skip_secs = float(skip_secs)
-        self.image_mean = [float(v) for v in image_mean]
-        self.image_std = [float(v) for v in image_std]
-        self.rescale_factor = float(rescale_factor)
-        self.resample = int(resample)
-        self.resize_mode = resize_mode
-        self.instruction = instruction
-        super().__init__(
-            tokenizer, chat_template=chat_template or tokenizer.chat_template or SMOLVLM_VIDEO_CHAT_TEMPLATE
+        cls = family_class(family)
+        defaults = cls.defaults
+        self.family = cls.name
+        self.num_frames = _positive_int(
+            "num_frames", defaults.num_frames if num_frames is None else num_frames
         )
-        self.image_token = getattr(tokenizer, "image_token", None) or "<image>"
-        self.video_token = getattr(tokenizer, "video_token", None) or "<video>"
-        self.fake_image_token = getattr(tokenizer, "fake_image_token", None) or "<fake_token_around_image>"
-        self.global_image_token = getattr(tokenizer, "global_image_token", None) or "<global-img>"
+        self.longest_edge = _positive_int(
+            "longest_edge", defaults.longest_edge if longest_edge is None else longest_edge
+        )
+        self.fps = _positive_float("fps", defaults.fps if fps is None else fps)
+        self.skip_secs = float(defaults.skip_secs if skip_secs is None else skip_secs)
+        if not self.skip_secs >= 0:
+            raise ValueError(f"skip_secs must be >= 0, got {skip_secs!r}.")
+        self.instruction = defaults.instruction if instruction is None else str(instruction)
+        unknown = sorted(set(vision or {}) - set(defaults.vision))
+        if unknown:
+            raise ValueError(
+                f"Unknown {cls.name} pixel settings {unknown}; known: {sorted(defaults.vision)}."
+            )
+        self.vision = {**defaults.vision, **(vision or {})}
+        cls.check_vision_settings(self.vision)
+        self.answer = _check_answer({"protocol": "direct", **(answer or {})})
+        template = chat_template or tokenizer.chat_template or cls.default_chat_template()
+        super().__init__(tokenizer, chat_template=template)
 
-    # ---- loading ----------------------------------------------------------------------------
+    # ---- the family ------------------------------------------------------------------------------
+    @property
+    def family_class(self) -> type[Video2LoraFamily]:
+        """The `Video2LoraFamily` subclass named by `family`."""
+        return family_class(self.family)
+
+    @property
+    def model_input_names(self) -> list[str]:
+        """The tensors the processor returns for the VLM: ids, mask and the family's video inputs."""
+        return ["input_ids", "attention_mask", *self.family_class.video_input_keys]
+
+    @property
+    def pad_token_id(self) -> int:
+        """The tokenizer's pad id, or its end-of-sequence id when it has none."""
+        pad = self.tokenizer.pad_token_id
+        return pad if pad is not None else self.tokenizer.eos_token_id
+
+    @property
+    def text_chat_template(self) -> str:
+        """The chat template of text-only turns (the `"default"` one of a dict of templates)."""
+        template = self.chat_template
+        return (
+            template.get("default", next(iter(template.values()))) if isinstance(template, dict) else template
+        )
+
+    # ---- loading ----------------------------------------------------------------------------------
     @classmethod
     def from_pretrained(
-        cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs
+        cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs: Any
     ) -> Video2LoraProcessor:
-        """Load from a folder or Hub repo saved by this class, or from a plain SmolVLM checkpoint.
+        """Load from a folder or Hub repo saved by this class, or from a base VLM checkpoint of a known family.
 
-        A SmolVLM checkpoint provides the tokenizer, `image_seq_len` (`processor_config.json`, else
-        computed from `config.json`) and, from `preprocessor_config.json` (or a 5.x
-        `video_preprocessor_config.json`), `max_image_size`, mean/std, `rescale_factor`, `resample`
-        and `video_sampling.fps`. `longest_edge` and `num_frames` stay at the paper's 384 and 12
-        unless passed here. Hub repos resolve through the Hugging Face cache, so they work offline
-        once downloaded.
+        A base checkpoint provides the tokenizer, the family (its `config.json`), the family's pixel
+        settings and frame rate (its processor files); `num_frames`, `longest_edge` and the
+        instruction then take the family's defaults unless passed here. Hub repos resolve through
+        the Hugging Face cache, so they work offline once downloaded.
 
         Args:
-            pretrained_model_name_or_path: A local folder or a Hub repo id.
+            pretrained_model_name_or_path: a local folder or a Hub repo id.
             **kwargs: Hub options (`revision`, `cache_dir`, `token`, `local_files_only`, `subfolder`,
-                `force_download`) and overrides of any processor setting.
+                `force_download`); overrides of any setting (`num_frames=16`) or pixel setting
+                (`resize_mode="frames2lora"`); `tokenizer=` to reuse one; anything else goes to
+                `AutoTokenizer.from_pretrained`.
 
         Returns:
             The `Video2LoraProcessor`.
@@ -255,115 +165,64 @@ class Video2LoraProcessor(ProcessorMixin):
             processor = Video2LoraProcessor.from_pretrained("HuggingFaceTB/SmolVLM2-500M-Video-Instruct", num_frames=16)
             ```
         """
-        hub_keys = ("revision", "cache_dir", "token", "local_files_only", "subfolder", "force_download")
-        hub = {key: kwargs.pop(key) for key in hub_keys if key in kwargs}
+        hub = {key: kwargs.pop(key) for key in _HUB_KEYS if key in kwargs}
         path = os.fspath(pretrained_model_name_or_path)
-        try:
-            tokenizer = kwargs.pop("tokenizer", None) or AutoTokenizer.from_pretrained(path, **hub)
-        except OSError as error:
-            if os.path.isdir(path):
-                raise
-            if hub_unreachable(error):
-                local = bool(hub.get("local_files_only"))
-                raise hub_unavailable_error(path, "its tokenizer", error, local_files_only=local) from error
-            raise HubUnavailableError(f"Cannot load the processor of {path!r}: {error}") from error
+        tokenizer = kwargs.pop("tokenizer", None)
+        overrides = {k: kwargs.pop(k) for k in list(kwargs) if k in SETTINGS}
+        vision_keys = {key for cls_ in FAMILIES.values() for key in cls_.defaults.vision}
+        vision = {k: kwargs.pop(k) for k in list(kwargs) if k in vision_keys}
+        if tokenizer is None:  # first: an unreachable Hub repo fails here with HubUnavailableError
+            tokenizer = _load_tokenizer(path, hub, kwargs)
+        elif kwargs:
+            raise TypeError(f"Video2LoraProcessor.from_pretrained got unexpected arguments {sorted(kwargs)}.")
         settings = cls._settings_from_files(path, hub)
-        settings.setdefault("chat_template", _read_chat_template(path, hub))
-        settings.update(kwargs)
+        settings.update(overrides)
+        settings["vision"] = {**settings.get("vision", {}), **vision}
+        settings.setdefault("chat_template", _read_chat_templates(path, hub))
         return cls(tokenizer, **settings)
 
     @classmethod
-    def _settings_from_files(cls, path: str, hub: dict) -> dict:
-        processor = _read_json(path, "processor_config.json", hub) or {}
-        if processor.get("processor_class") == cls.__name__:
-            return {key: value for key, value in processor.items() if key in _SETTINGS}
-        settings: dict[str, Any] = {}
-        sources = [
-            _read_json(path, "preprocessor_config.json", hub),
-            processor.get("image_processor"),
-            _read_json(path, "video_preprocessor_config.json", hub),
-            processor.get("video_processor"),
-        ]
-        for source in sources:
-            settings.update(_smolvlm_video_settings(source or {}))
-        if "image_seq_len" in processor:
-            settings["image_seq_len"] = processor["image_seq_len"]
-        elif (config := _read_json(path, "config.json", hub)) and "vision_config" in config:
-            vision = config["vision_config"]
-            tokens = (vision["image_size"] // vision["patch_size"]) ** 2 // config.get("scale_factor", 1) ** 2
-            settings["image_seq_len"] = tokens
+    def _settings_from_files(cls, path: str, hub: dict) -> dict[str, Any]:
+        """The saved settings of a processor folder, or those of a base checkpoint of a known family."""
+
+        def read_json(name: str) -> dict | None:
+            return _read_json(path, name, hub)
+
+        saved = read_json("processor_config.json") or {}
+        if saved.get("processor_class") == cls.__name__:
+            return _upgrade_saved_settings(saved)
+        config = read_json("config.json")
+        if not config or "model_type" not in config:
+            raise ValueError(
+                f"{path!r} is neither a Video2LoraProcessor folder (processor_config.json) nor a VLM checkpoint "
+                "(config.json with a model_type)."
+            )
+        family = family_class(config["model_type"])
+        found = family.vision_settings_from_files(read_json)
+        settings: dict[str, Any] = {"family": family.name, "vision": {}}
+        for key, value in found.items():
+            if key in family.defaults.vision:
+                settings["vision"][key] = value
+            else:
+                settings[key] = value
         return settings
 
-    @property
-    def model_input_names(self) -> list[str]:
-        """The tensors the processor returns for the VLM: ids, mask, pixels and pixel mask."""
-        return ["input_ids", "attention_mask", "pixel_values", "pixel_attention_mask"]
-
-    @property
-    def pad_token_id(self) -> int:
-        """The tokenizer's pad id, or its end-of-sequence id when it has none."""
-        pad = self.tokenizer.pad_token_id
-        return pad if pad is not None else self.tokenizer.eos_token_id
-
-    # ---- prompts ------------------------------------------------------------------------------
-    def video_prompt(self, metadata: VideoMetadata, num_frames: int) -> str:
-        """SmolVLM's expansion of one video: intro, one timestamped image slot per frame, outro.
+    # ---- text ---------------------------------------------------------------------------------------
+    def tokenize(self, texts: Sequence[str], padding_side: str = "left") -> dict[str, torch.Tensor]:
+        """Tokenize prompts that already hold their special tokens, and pad them into one batch.
 
         Args:
-            metadata: The video's metadata (duration, sampled frame indices, fps).
-            num_frames: Frames actually fed to the model.
+            texts: rendered prompts.
+            padding_side: `"left"` (for generation) or `"right"` (for encoding).
 
         Returns:
-            The text that replaces the `<video>` token.
+            `input_ids` and `attention_mask`, `[B, S]` int64 each.
 
         Example:
             ```python
-            frames, meta = load_video("clip.mp4", num_frames=processor.num_frames)
-            print(processor.video_prompt(meta, len(frames)))  # "You are provided the following series of ..."
+            processor.tokenize(["<|im_start|>User: Hi<end_of_utterance>\\nAssistant:"])
             ```
         """
-        from num2words import num2words
-
-        image = self.fake_image_token + self.global_image_token + self.image_token * self.image_seq_len
-        image += self.fake_image_token
-        text = VIDEO_INTRO.format(
-            count=num2words(num_frames), duration=str(timedelta(seconds=int(metadata.duration)))
-        )
-        for second in metadata.timestamps:
-            text += FRAME_MESSAGE.format(timestamp=f"{int(second // 60):02d}:{int(second % 60):02d}") + image
-        return text + MEDIA_OUTTRO
-
-    def video_chat_text(
-        self, metadata: VideoMetadata, num_frames: int, text: str, add_generation_prompt: bool
-    ) -> str:
-        """The full prompt text of one user turn `[video, text]`, with the video expanded.
-
-        Args:
-            metadata: The video's metadata.
-            num_frames: Frames fed to the model.
-            text: The instruction or question that follows the video.
-            add_generation_prompt: Append `Assistant:`.
-
-        Returns:
-            The prompt string, exactly what `SmolVLMProcessor` tokenizes.
-
-        Example:
-            ```python
-            frames, meta = load_video("clip.mp4", num_frames=processor.num_frames)
-            text = processor.video_chat_text(meta, len(frames), "Describe the video.", add_generation_prompt=True)
-            ```
-        """
-        content = [{"type": "video"}, {"type": "text", "text": text}]
-        rendered = self._render(content, add_generation_prompt, SMOLVLM_VIDEO_CHAT_TEMPLATE)
-        return rendered.replace(self.video_token, self.video_prompt(metadata, num_frames), 1)
-
-    def _render(self, content: list[dict], add_generation_prompt: bool, template: str) -> str:
-        conversation = [{"role": "user", "content": content}]
-        return self.tokenizer.apply_chat_template(
-            conversation, chat_template=template, tokenize=False, add_generation_prompt=add_generation_prompt
-        )
-
-    def _tokenize(self, texts: list[str], padding_side: str) -> dict[str, torch.Tensor]:
         bos = self.tokenizer.bos_token
         rows = [
             self.tokenizer(text, add_special_tokens=not (bos and text.startswith(bos)))["input_ids"]
@@ -378,46 +237,106 @@ class Video2LoraProcessor(ProcessorMixin):
             attention_mask[i, cols] = 1
         return {"input_ids": input_ids, "attention_mask": attention_mask}  # [B, S] each
 
-    # ---- pixels -------------------------------------------------------------------------------
-    def preprocess_frames(self, frames: np.ndarray, longest_edge: int | None = None) -> torch.Tensor:
-        """Resize, rescale and normalize decoded frames into vision-tower tiles.
+    def chat_text(self, messages: Sequence[dict[str, Any]], add_generation_prompt: bool = True) -> str:
+        """One text-only conversation rendered with the text chat template.
 
         Args:
-            frames: `[T, H, W, 3]` uint8 RGB frames.
-            longest_edge: Override of `self.longest_edge`.
+            messages: `{"role": ..., "content": str | [{"type": "text", "text": ...}]}` dicts.
+            add_generation_prompt: append the assistant turn's opening.
 
         Returns:
-            `[T, 3, E, E]` float32 pixel values, `E = max_image_size`.
+            The prompt string.
 
         Example:
             ```python
-            frames, _ = load_video("clip.mp4")
-            pixel_values = processor.preprocess_frames(frames)  # [T, 3, E, E]
+            processor.chat_text([{"role": "user", "content": "What happens?"}])
             ```
         """
-        height, width = frames.shape[1:3]
-        size = resize_output_size(height, width, longest_edge or self.longest_edge)
-        settings = {
-            "resample": self.resample,
-            "rescale_factor": self.rescale_factor,
-            "image_mean": self.image_mean,
-            "image_std": self.image_std,
-        }
-        if self.resize_mode == "frames2lora":
-            return _pixels_frames2lora(frames, size, self.max_image_size, settings)
-        return _pixels_transformers5(frames, size, self.max_image_size, settings)
+        normalized = [
+            {**m, "content": [{"type": "text", "text": m["content"]}]} if isinstance(m["content"], str) else m
+            for m in messages
+        ]
+        return self.tokenizer.apply_chat_template(
+            normalized,
+            chat_template=self.text_chat_template,
+            tokenize=False,
+            add_generation_prompt=add_generation_prompt,
+        )
 
+    def chat_inputs(self, conversations: Sequence[Sequence[dict[str, Any]]]) -> BatchFeature:
+        """Text-only conversations (zero visual tokens), left-padded for generation.
+
+        Args:
+            conversations: one list of messages per row (see `chat_text`).
+
+        Returns:
+            A `BatchFeature` with `input_ids` and `attention_mask` `[B, S]`.
+
+        Example:
+            ```python
+            processor.chat_inputs([[{"role": "user", "content": "Describe the video."},
+                                    {"role": "assistant", "content": "A red circle moves."},
+                                    {"role": "user", "content": "What color is it?"}]])
+            ```
+        """
+        return BatchFeature(self.tokenize([self.chat_text(c) for c in conversations], "left"))
+
+    def query_inputs(self, prompts: str | Sequence[str]) -> BatchFeature:
+        """Text-only answering prompts, one user turn each plus the assistant's opening, left-padded.
+
+        Args:
+            prompts: a question or a list of questions.
+
+        Returns:
+            A `BatchFeature` with `input_ids` and `attention_mask` `[B, S]`.
+
+        Example:
+            ```python
+            inputs = processor.query_inputs(["What color is the car?", "Who enters first?"])
+            ```
+        """
+        prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+        return self.chat_inputs([[{"role": "user", "content": p}] for p in prompts])
+
+    # ---- videos -------------------------------------------------------------------------------------
     def _decode(self, video: Any, num_frames: int | None) -> tuple[np.ndarray, VideoMetadata]:
         if isinstance(video, tuple) and len(video) == 2 and isinstance(video[1], VideoMetadata):
             return np.asarray(video[0]), video[1]
-        return load_video(
-            video, num_frames=num_frames or self.num_frames, target_fps=self.fps, skip_secs=self.skip_secs
-        )
+        frames = self.num_frames if num_frames is None else num_frames
+        return load_video(video, num_frames=frames, target_fps=self.fps, skip_secs=self.skip_secs)
 
-    def _video_batch(
-        self, videos, texts, num_frames, longest_edge, add_generation_prompt, padding_side, return_metadata
-    ):
+    def video_inputs(
+        self,
+        videos: Any,
+        texts: Sequence[str],
+        *,
+        num_frames: int | None = None,
+        longest_edge: int | None = None,
+        add_generation_prompt: bool,
+        padding_side: str,
+        return_metadata: bool = True,
+    ) -> BatchFeature:
+        """Prompts `[video, text]` with the family's expansion, and the family's pixels, for a batch.
+
+        Args:
+            videos: one video or a list (see `internalization_inputs`).
+            texts: one text (for every video) or one per video.
+            num_frames: maximum frames per video; defaults to `self.num_frames`.
+            longest_edge: frame resize target; defaults to `self.longest_edge`.
+            add_generation_prompt: append the assistant's opening.
+            padding_side: `"left"` or `"right"`.
+            return_metadata: add `video_metadata`, the list of `VideoMetadata`.
+
+        Returns:
+            A `BatchFeature` with `input_ids`, `attention_mask` and the family's video inputs.
+
+        Example:
+            ```python
+            processor.video_inputs(["a.mp4"], ["Describe."], add_generation_prompt=True, padding_side="left")
+            ```
+        """
         items = [videos] if is_single_video(videos) else list(videos)
+        texts = list(texts)
         if not items:
             raise ValueError("Expected at least one video.")
         if len(texts) == 1 and len(items) > 1:
@@ -426,29 +345,19 @@ class Video2LoraProcessor(ProcessorMixin):
             raise ValueError(
                 f"Got {len(items)} videos but {len(texts)} texts; pass one text or one per video."
             )
+        family, edge = self.family_class, longest_edge or self.longest_edge
         prompts, pixels, metadata = [], [], []
         for video, text in zip(items, texts):
             frames, meta = self._decode(video, num_frames)
-            prompts.append(self.video_chat_text(meta, len(frames), text, add_generation_prompt))
-            pixels.append(self.preprocess_frames(frames, longest_edge))
+            clip = family.video_pixels(self, frames, edge)
+            prompts.append(family.video_text(self, meta, clip, text, add_generation_prompt))
+            pixels.append(clip)
             metadata.append(meta)
-        data = self._tokenize(prompts, padding_side)
-        data["pixel_values"], data["pixel_attention_mask"] = self._pad_frames(pixels)
+        data: dict[str, Any] = {**self.tokenize(prompts, padding_side), **family.collate_video_pixels(pixels)}
         if return_metadata:
             data["video_metadata"] = metadata
         return BatchFeature(data)
 
-    @staticmethod
-    def _pad_frames(pixels: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        count, tile = max(p.shape[0] for p in pixels), pixels[0].shape[-1]
-        batch = torch.zeros((len(pixels), count, 3, tile, tile), dtype=torch.float32)  # [B, T, 3, E, E]
-        mask = torch.zeros((len(pixels), count, tile, tile), dtype=torch.long)  # [B, T, E, E]
-        for i, video in enumerate(pixels):
-            batch[i, : video.shape[0]] = video
-            mask[i, : video.shape[0]] = 1
-        return batch, mask
-
-    # ---- public inputs ------------------------------------------------------------------------
     def internalization_inputs(
         self,
         videos: Any,
@@ -460,26 +369,32 @@ class Video2LoraProcessor(ProcessorMixin):
         """Encoder inputs for internalization: one user turn `[video, instruction]`, no generation prompt.
 
         Args:
-            videos: One video or a list: paths, bytes, file objects, `[T, H, W, 3]` uint8 arrays or
+            videos: one video or a list: paths, bytes, file objects, `[T, H, W, 3]` uint8 arrays or
                 tensors, lists of PIL images, or `(frames, VideoMetadata)` pairs from `load_video`.
-            instruction: Defaults to `self.instruction`.
-            num_frames: Maximum frames per video; defaults to `self.num_frames`.
-            longest_edge: Frame resize target; defaults to `self.longest_edge`.
-            return_metadata: Add `video_metadata`, the list of `VideoMetadata`.
+            instruction: defaults to `self.instruction`.
+            num_frames: maximum frames per video; defaults to `self.num_frames`.
+            longest_edge: frame resize target; defaults to `self.longest_edge`.
+            return_metadata: add `video_metadata`, the list of `VideoMetadata`.
 
         Returns:
-            A `BatchFeature` with `input_ids` and `attention_mask` `[B, S]` (right-padded),
-            `pixel_values` `[B, T, 3, E, E]` float32 and `pixel_attention_mask` `[B, T, E, E]`
-            (frames zero-padded to the batch's longest video).
+            A `BatchFeature` with `input_ids` and `attention_mask` `[B, S]` (right-padded) and the
+            family's video inputs (for SmolVLM: `pixel_values` `[B, T, 3, E, E]` and
+            `pixel_attention_mask` `[B, T, E, E]`, frames zero-padded to the batch's longest video).
 
         Example:
             ```python
             inputs = processor.internalization_inputs(["a.mp4", "b.avi"], num_frames=12)
-            inputs["pixel_values"].shape  # [2, 12, 3, 512, 512]
             ```
         """
-        texts = [instruction or self.instruction]
-        return self._video_batch(videos, texts, num_frames, longest_edge, False, "right", return_metadata)
+        return self.video_inputs(
+            videos,
+            [instruction or self.instruction],
+            num_frames=num_frames,
+            longest_edge=longest_edge,
+            add_generation_prompt=False,
+            padding_side="right",
+            return_metadata=return_metadata,
+        )
 
     def video_in_context_inputs(
         self,
@@ -489,14 +404,14 @@ class Video2LoraProcessor(ProcessorMixin):
         longest_edge: int | None = None,
         return_metadata: bool = True,
     ) -> BatchFeature:
-        """Generation inputs for the base model with the video in its context: `[video, question]` + `Assistant:`.
+        """Generation inputs for the base model with the video in its context: `[video, question]` + the assistant's opening.
 
         Args:
-            videos: One video (shared by all prompts) or one per prompt (see `internalization_inputs`).
-            prompts: A question or one question per video.
-            num_frames: Maximum frames per video; defaults to `self.num_frames`.
-            longest_edge: Frame resize target; defaults to `self.longest_edge`.
-            return_metadata: Add `video_metadata`.
+            videos: one video (shared by all prompts) or one per prompt (see `internalization_inputs`).
+            prompts: a question or one question per video.
+            num_frames: maximum frames per video; defaults to `self.num_frames`.
+            longest_edge: frame resize target; defaults to `self.longest_edge`.
+            return_metadata: add `video_metadata`.
 
         Returns:
             A `BatchFeature` like `internalization_inputs`, left-padded for generation.
@@ -509,28 +424,22 @@ class Video2LoraProcessor(ProcessorMixin):
         texts = [prompts] if isinstance(prompts, str) else list(prompts)
         if is_single_video(videos) and len(texts) > 1:
             videos = [videos] * len(texts)
-        return self._video_batch(videos, texts, num_frames, longest_edge, True, "left", return_metadata)
+        return self.video_inputs(
+            videos,
+            texts,
+            num_frames=num_frames,
+            longest_edge=longest_edge,
+            add_generation_prompt=True,
+            padding_side="left",
+            return_metadata=return_metadata,
+        )
 
-    def query_inputs(self, prompts: str | Sequence[str]) -> BatchFeature:
-        """Text-only answering prompts, `<|im_start|>User: {q}<end_of_utterance>\\nAssistant:`, left-padded.
-
-        Args:
-            prompts: A question or a list of questions.
-
-        Returns:
-            A `BatchFeature` with `input_ids` and `attention_mask` `[B, S]`.
-
-        Example:
-            ```python
-            inputs = processor.query_inputs(["What color is the car?", "Who enters first?"])
-            ```
-        """
-        prompts = [prompts] if isinstance(prompts, str) else list(prompts)
-        texts = [self._render([{"type": "text", "text": p}], True, self.chat_template) for p in prompts]
-        return BatchFeature(self._tokenize(texts, "left"))
-
-    def __call__(self, videos: Any = None, text: str | Sequence[str] | None = None, **kwargs) -> BatchFeature:
-        """Dispatch: videos only -> `internalization_inputs`; text only -> `query_inputs`; both -> `video_in_context_inputs`."""
+    def __call__(
+        self, videos: Any = None, text: str | Sequence[str] | None = None, images: Any = None, **kwargs: Any
+    ) -> BatchFeature:
+        """Videos only -> `internalization_inputs`; text only -> `query_inputs`; both -> `video_in_context_inputs`."""
+        if images is not None:
+            raise ValueError("Video2LoraProcessor takes videos, not images: pass the frames as one video.")
         if videos is not None and text is not None:
             return self.video_in_context_inputs(videos, text, **kwargs)
         if videos is not None:
@@ -539,47 +448,222 @@ class Video2LoraProcessor(ProcessorMixin):
             return self.query_inputs(text)
         raise ValueError("Pass videos, text, or both.")
 
+    # ---- chat templates -------------------------------------------------------------------------------
+    def apply_chat_template(
+        self,
+        conversation: list[dict[str, Any]] | list[list[dict[str, Any]]],
+        chat_template: str | None = None,
+        add_generation_prompt: bool = False,
+        tokenize: bool = False,
+        return_dict: bool = False,
+        processor_kwargs: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> str | list[str] | list[list[int]] | BatchFeature:
+        """Render (and optionally tokenize) conversations; a video in a conversation gives the family's video inputs.
 
-def _read_json(path: str, filename: str, hub: dict) -> dict | None:
+        A conversation without a video is rendered once with the text template (or `chat_template`).
+        A conversation with a video must be one user turn `[video, text]` (what the family's video
+        prompt covers); anything else with a video is refused. Returned tensors are padded on
+        `processor_kwargs["padding_side"]` (default left, for generation).
+
+        Args:
+            conversation: one conversation (a list of messages) or a list of them.
+            chat_template: a template for text-only conversations; defaults to `text_chat_template`.
+            add_generation_prompt: append the assistant turn's opening.
+            tokenize: return token ids instead of text.
+            return_dict: with `tokenize`, return a `BatchFeature` (with pixels for videos).
+            processor_kwargs: `padding_side` (`"left"` or `"right"`), `num_frames`, `longest_edge`.
+            **kwargs: refused (named in the error), so no option is silently ignored.
+
+        Returns:
+            The text (or a list of texts), token ids, or a `BatchFeature`.
+
+        Raises:
+            ValueError: a video in anything but a single user turn `[video, text]`, or an unknown option.
+
+        Example:
+            ```python
+            conversation = [{"role": "user", "content": [{"type": "video", "path": "clip.mp4"},
+                                                         {"type": "text", "text": "What happens?"}]}]
+            inputs = processor.apply_chat_template(conversation, add_generation_prompt=True, tokenize=True, return_dict=True)
+            ```
+        """
+        if kwargs:
+            raise ValueError(f"Video2LoraProcessor.apply_chat_template does not support {sorted(kwargs)}.")
+        options = dict(processor_kwargs or {})
+        padding_side = options.pop("padding_side", "left")
+        frames = {k: options.pop(k) for k in ("num_frames", "longest_edge") if k in options}
+        if options:
+            raise ValueError(
+                f"Unsupported processor_kwargs {sorted(options)}; use padding_side, num_frames, longest_edge."
+            )
+        single = bool(conversation) and isinstance(conversation[0], dict)
+        conversations = [conversation] if single else list(conversation)
+        videos = [_conversation_video(c) for c in conversations]
+        if any(v is not None for v in videos):
+            if any(v is None for v in videos):
+                raise ValueError(
+                    "apply_chat_template got a batch mixing conversations with and without a video."
+                )
+            texts = [text for _, text in videos]
+            inputs = self.video_inputs(
+                [video for video, _ in videos], texts, add_generation_prompt=add_generation_prompt,
+                padding_side=padding_side, return_metadata=False, **frames,
+            )  # fmt: skip
+            if not tokenize:
+                rendered = self.tokenizer.batch_decode(
+                    [ids[mask.bool()] for ids, mask in zip(inputs["input_ids"], inputs["attention_mask"])]
+                )
+                return rendered[0] if single else rendered
+        else:
+            template = chat_template or self.text_chat_template
+            rendered = [
+                self.tokenizer.apply_chat_template(
+                    c, chat_template=template, tokenize=False, add_generation_prompt=add_generation_prompt
+                )
+                for c in conversations
+            ]
+            if not tokenize:
+                return rendered[0] if single else rendered
+            inputs = BatchFeature(self.tokenize(rendered, padding_side))
+        if return_dict:
+            return inputs
+        ids = [row[mask.bool()].tolist() for row, mask in zip(inputs["input_ids"], inputs["attention_mask"])]
+        return ids[0] if single else ids
+
+
+def saved_processor_settings(path: str | os.PathLike, **hub: Any) -> dict[str, Any] | None:
+    """The settings of a `Video2LoraProcessor` saved in a folder or Hub repo, or `None` when there is none.
+
+    Args:
+        path: a local folder or a Hub repo id (for example a hypernetwork checkpoint).
+        **hub: Hub options (`revision`, `cache_dir`, `token`, `local_files_only`, `subfolder`).
+
+    Returns:
+        The saved settings (upgraded from older versions), or `None`.
+
+    Example:
+        ```python
+        saved_processor_settings("my-hypernet")["num_frames"]
+        ```
+    """
+    saved = _read_json(
+        os.fspath(path), "processor_config.json", {k: v for k, v in hub.items() if k in _HUB_KEYS}
+    )
+    if not saved or saved.get("processor_class") != Video2LoraProcessor.__name__:
+        return None
+    return _upgrade_saved_settings(saved)
+
+
+# ---- helpers -------------------------------------------------------------------------------------------
+def _positive_int(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+    return int(value)
+
+
+def _positive_float(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ValueError(f"{name} must be a positive number, got {value!r}.")
+    return float(value)
+
+
+def _check_answer(answer: dict[str, Any]) -> dict[str, Any]:
+    protocol = answer["protocol"]
+    if protocol not in ANSWER_PROTOCOLS:
+        raise ValueError(f"answer['protocol'] must be one of {ANSWER_PROTOCOLS}, got {protocol!r}.")
+    if protocol == "recall":
+        answer = {
+            "recall_prompt": "Describe the video.",
+            "reader": "frozen",
+            "recall_max_new_tokens": 48,
+            **answer,
+        }
+        if answer["reader"] not in ("frozen", "adapter"):
+            raise ValueError(f"answer['reader'] must be 'frozen' or 'adapter', got {answer['reader']!r}.")
+    return answer
+
+
+def _conversation_video(conversation: list[dict[str, Any]]) -> tuple[Any, str] | None:
+    """`(video, text)` of a conversation that holds a video, or `None`; refuses unsupported layouts."""
+    items = [(m, item) for m in conversation if isinstance(m.get("content"), list) for item in m["content"]]
+    video_items = [(m, item) for m, item in items if item.get("type") == "video"]
+    if not video_items:
+        return None
+    message, item = video_items[0]
+    texts = [i.get("text", "") for i in message["content"] if i.get("type") == "text"]
+    if len(conversation) != 1 or message.get("role") != "user" or len(video_items) != 1 or len(texts) != 1:
+        raise ValueError(
+            "Video2LoraProcessor.apply_chat_template supports a video only in a conversation of one user turn "
+            "[video, text]; render longer conversations with text only (the video lives in the adapter)."
+        )
+    video = next((item[key] for key in ("video", "path", "url") if item.get(key) is not None), None)
+    if video is None:
+        raise ValueError("A video item needs a 'video', 'path' or 'url' entry.")
+    return video, texts[0]
+
+
+def _upgrade_saved_settings(saved: dict[str, Any]) -> dict[str, Any]:
+    """Settings from a processor_config.json of any version of this class (the flat SmolVLM keys of 0.1 too)."""
+    settings = {key: saved[key] for key in SETTINGS if key in saved}
+    if "family" not in saved:  # 0.1 (one family): its pixel settings as flat keys
+        family = next(cls for cls in FAMILIES.values() if "image_seq_len" in cls.defaults.vision)
+        settings["family"] = family.name
+        settings["vision"] = {key: saved[key] for key in family.defaults.vision if key in saved}
+    return settings
+
+
+def _load_tokenizer(path: str, hub: dict, kwargs: dict):
+    try:
+        return AutoTokenizer.from_pretrained(path, **hub, **kwargs)
+    except OSError as error:
+        if os.path.isdir(path):
+            raise
+        if hub_unreachable(error):
+            local = bool(hub.get("local_files_only"))
+            raise hub_unavailable_error(path, "its tokenizer", error, local_files_only=local) from error
+        raise HubUnavailableError(f"Cannot load the processor of {path!r}: {error}") from error
+
+
+def _resolve(path: str, filename: str, hub: dict) -> str | None:
     from transformers.utils import cached_file
 
-    resolved = cached_file(
+    return cached_file(
         path,
         filename,
         _raise_exceptions_for_missing_entries=False,
         _raise_exceptions_for_connection_errors=False,
         **hub,
     )
+
+
+def _read_json(path: str, filename: str, hub: dict) -> dict | None:
+    resolved = _resolve(path, filename, hub)
     if resolved is None:
         return None
     with open(resolved, encoding="utf-8") as handle:
         return json.load(handle)
 
 
-def _read_chat_template(path: str, hub: dict) -> str | None:
-    from transformers.utils import cached_file
+def _read_chat_templates(path: str, hub: dict) -> str | dict[str, str] | None:
+    """`chat_template.jinja` plus `additional_chat_templates/*.jinja` (a dict then), or the legacy JSON."""
+    templates: dict[str, str] = {}
+    if resolved := _resolve(path, "chat_template.jinja", hub):
+        templates["default"] = Path(resolved).read_text(encoding="utf-8")
+    local = Path(path) / hub.get("subfolder", "") / "additional_chat_templates"
+    if local.is_dir():
+        names = sorted(file.name for file in local.glob("*.jinja"))
+    elif os.path.isdir(path) or hub.get("subfolder"):
+        names = []
+    else:
+        from transformers.utils.hub import list_repo_templates
 
-    kwargs = {
-        "_raise_exceptions_for_missing_entries": False,
-        "_raise_exceptions_for_connection_errors": False,
-    }
-    if resolved := cached_file(path, "chat_template.jinja", **kwargs, **hub):
-        with open(resolved, encoding="utf-8") as handle:
-            return handle.read()
+        options = {k: hub.get(k) for k in ("revision", "cache_dir", "token")}
+        names = list_repo_templates(path, local_files_only=bool(hub.get("local_files_only")), **options)
+    for name in names:
+        if resolved := _resolve(path, f"additional_chat_templates/{name}", hub):
+            templates[Path(name).stem] = Path(resolved).read_text(encoding="utf-8")
+    if templates:
+        return templates["default"] if list(templates) == ["default"] else templates
     legacy = _read_json(path, "chat_template.json", hub)
     return legacy.get("chat_template") if legacy else None
-
-
-def _smolvlm_video_settings(config: dict) -> dict:
-    """Our settings from a SmolVLM image or video processor config (`longest_edge`/`num_frames` excluded)."""
-    settings = {}
-    tile = config.get("max_image_size")
-    if tile is not None:
-        settings["max_image_size"] = tile["longest_edge"] if isinstance(tile, dict) else tile
-    for key in ("image_mean", "image_std", "rescale_factor", "resample"):
-        if config.get(key) is not None:
-            settings[key] = config[key]
-    fps = (config.get("video_sampling") or {}).get("fps", config.get("fps"))
-    if fps is not None and math.isfinite(float(fps)):
-        settings["fps"] = fps
-    return settings

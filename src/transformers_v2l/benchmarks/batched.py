@@ -65,16 +65,16 @@ def make_adapters(setup: BenchSetup, count: int, *, context_tokens: int = 64, se
         count, config.num_hidden_layers, context_tokens, config.hidden_size, generator=generator
     )
     output = hn(context_features=features.to(hn.dtype))
-    return hn._adapters_from_output(output, [{"video": f"random-{i}"} for i in range(count)])
+    return hn.adapters_from_output(output, [{"video": f"random-{i}"} for i in range(count)])
 
 
 def _peft_model(setup: BenchSetup, adapters: list):
     from peft import get_peft_model, set_peft_model_state_dict
 
-    from ..testing import build_random_smolvlm
+    from ..testing import build_random_vlm
 
     vlm = setup.vlm
-    copy = build_random_smolvlm(setup.preset, dtype=vlm.dtype) if setup.preset != "tiny" else None
+    copy = build_random_vlm(setup.preset, dtype=vlm.dtype) if setup.preset != "tiny" else None
     if copy is None:  # the tiny test model: copy the weights
         import copy as copy_module
 

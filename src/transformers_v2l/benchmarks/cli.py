@@ -41,11 +41,15 @@ def add_bench_subparser(subparsers) -> argparse.ArgumentParser:
     """
     parser = subparsers.add_parser(
         "bench",
-        help="Speed and scale benchmarks (real SmolVLM2 shapes, random weights, CPU).",
+        help="Speed and scale benchmarks (real checkpoint shapes, random weights, CPU).",
         description=__doc__.splitlines()[0],
     )
     parser.add_argument("benchmark", choices=BENCHMARKS, help="Which benchmark to run.")
-    parser.add_argument("--preset", choices=["256m", "500m"], default="500m", help="Real SmolVLM2 shape.")
+    parser.add_argument(
+        "--preset",
+        default="500m",
+        help="A real checkpoint's shape, random weights (default 500m; `transformers_v2l.testing.presets()` lists them).",
+    )
     parser.add_argument(
         "--out-dir", default="benchmarks/results", help="Folder for the JSON and PNG results."
     )

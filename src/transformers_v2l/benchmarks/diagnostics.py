@@ -71,7 +71,7 @@ def teacher_forced_score(hn, adapter: GeneratedLora | None, prompt: str, referen
             continue
         ids = torch.cat([prompt_ids, ref_ids])[None]  # [1, P + T]
         context = (
-            inject_lora(hn.backbone, *stack_adapters([adapter]))
+            inject_lora(hn.family, *stack_adapters([adapter]))
             if adapter is not None
             else contextlib.nullcontext()
         )

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from .common import interleaved, log_progress, machine_info, new_figure, save_figure, set_threads, write_json
-from .models import BENCH_QUESTION, BenchSetup, build_setup, first_token, random_video
+from .models import BENCH_QUESTION, BenchSetup, build_setup, first_token, model_tensors, random_video
 
 __all__ = ["INTERNALIZATION_STAGES", "measure_internalization", "plot_internalization", "run_internalization"]
 
@@ -64,10 +64,8 @@ def measure_internalization(
     hn, vlm, processor = setup.hypernet, setup.vlm, setup.processor
     settings = {"num_frames": num_frames, "longest_edge": longest_edge or processor.longest_edge}
     video = random_video(num_frames)
-    prefill_inputs = _tensors(processor.video_in_context_inputs(video, BENCH_QUESTION, **settings), vlm)
-    inputs = _tensors(
-        processor.internalization_inputs([video], instruction=hn.config.instruction, **settings), vlm
-    )
+    prefill_inputs = model_tensors(processor.video_in_context_inputs(video, BENCH_QUESTION, **settings), vlm)
+    inputs = model_tensors(processor.internalization_inputs([video], **settings), vlm)
     features, mask = hn.extract_features(**dict(inputs))  # [1, L, S, H], [1, S]
     num_layers, hidden = features.shape[1], features.shape[3]
     rows = features.transpose(0, 1).reshape(num_layers, -1, hidden)  # [N, S, H]
@@ -76,7 +74,7 @@ def measure_internalization(
 
     def internalize():
         out = hn(*hn.extract_features(**dict(inputs)))
-        return hn._adapters_from_output(out, [{}])
+        return hn.adapters_from_output(out, [{}])
 
     conditions = {
         "video_in_context": lambda: first_token(vlm, prefill_inputs),
@@ -109,12 +107,6 @@ def measure_internalization(
             "input_expansion": hn.config.input_expansion,
         },
     }
-
-
-def _tensors(inputs, vlm) -> dict[str, torch.Tensor]:
-    tensors = {k: v for k, v in inputs.items() if torch.is_tensor(v)}
-    tensors["pixel_values"] = tensors["pixel_values"].to(vlm.dtype)
-    return tensors
 
 
 def plot_internalization(results: dict[str, Any], path: str | Path) -> Path:

@@ -201,7 +201,7 @@ def chunked_run(
         "fps": plan["fps"],
         "chunk_frames": chunk_frames,
         "longest_edge": longest_edge,
-        "tokens_per_frame": setup.processor.image_seq_len,
+        "tokens_per_frame": setup.tokens_per_frame,
         "trace": trace,
         "internalize_seconds": internalize_seconds,
         "compose_seconds": compose_seconds,

@@ -1,8 +1,9 @@
-"""The benchmarks' models and inputs: real SmolVLM2 shapes with random weights, random videos, the first token.
+"""The benchmarks' models and inputs: real checkpoint shapes with random weights, random videos, the first token.
 
-Time does not depend on the weights, so every benchmark runs the real SmolVLM2 256M or 500M shape
-with random weights, built directly in bf16, with an offline tokenizer and a hypernetwork of the
-paper's architecture bound to it.
+Time does not depend on the weights, so every benchmark runs a real checkpoint's shape (a preset of
+its VLM family, `transformers_v2l.testing.presets()`: SmolVLM2 256M and 500M, and the other
+families' smallest checkpoints) with random weights, built directly in bf16, with an offline
+tokenizer and a hypernetwork of the paper's architecture bound to it.
 """
 
 from __future__ import annotations
@@ -13,7 +14,15 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["BENCH_QUESTION", "BenchSetup", "build_setup", "first_token", "random_video"]
+__all__ = [
+    "BENCH_QUESTION",
+    "BenchSetup",
+    "build_setup",
+    "first_token",
+    "model_tensors",
+    "question_suffix_length",
+    "random_video",
+]
 
 #: A 25-token question (with the real SmolVLM tokenizer), the setting of GUIDE.md section 3.
 BENCH_QUESTION = (
@@ -32,15 +41,15 @@ _BENCH_CORPUS = [
 
 @dataclass
 class BenchSetup:
-    """A real-shape random SmolVLM2, a hypernetwork bound to it, and an offline processor.
+    """A real-shape random VLM, a hypernetwork bound to it, and an offline processor.
 
     `build_setup` makes one.
 
     Args:
-        preset: `"256m"` or `"500m"`.
-        vlm: the `SmolVLMForConditionalGeneration` (random weights, bf16).
+        preset: the preset, for example `"500m"` (`transformers_v2l.testing.presets()`).
+        vlm: the family's generative model (random weights, bf16).
         hypernet: a `Video2LoraHypernetwork` with the paper's architecture (bf16, random, non-zero adapters).
-        processor: a `Video2LoraProcessor` with SmolVLM2's video settings and an offline tokenizer.
+        processor: a `Video2LoraProcessor` with the family's video settings and an offline tokenizer.
 
     Example:
         ```python
@@ -56,8 +65,8 @@ class BenchSetup:
 
     @property
     def tokens_per_frame(self) -> int:
-        """Visual tokens per frame (the processor's `image_seq_len`)."""
-        return self.processor.image_seq_len
+        """Visual tokens per frame at the processor's settings."""
+        return self.processor.family_class.tokens_per_frame(self.processor)
 
 
 def build_setup(
@@ -65,21 +74,21 @@ def build_setup(
     *,
     dtype: torch.dtype = torch.bfloat16,
     seed: int = 0,
-    max_image_size: int = 512,
     longest_edge: int = 384,
+    vision: dict | None = None,
     hypernet_kwargs: dict | None = None,
     tiny: bool = False,
 ) -> BenchSetup:
     """Build the models every benchmark uses, offline and directly in `dtype`.
 
     Args:
-        preset: real SmolVLM2 shape, `"256m"` or `"500m"`.
+        preset: a real checkpoint's shape (`transformers_v2l.testing.presets()`), for example `"500m"`.
         dtype: weight dtype of both models.
         seed: weight seed.
-        max_image_size: edge of the square tile the vision tower sees (SmolVLM2: 512, 64 tokens per frame).
-        longest_edge: frame resize target before squaring (the paper: 384).
+        longest_edge: frame resize target (the paper: 384).
+        vision: pixel-setting overrides of the family (for SmolVLM, `{"max_image_size": 384}` for a smaller tile).
         hypernet_kwargs: `Video2LoraConfig` overrides (the paper's architecture by default).
-        tiny: build the tiny test model instead (for smoke tests); `preset` is ignored.
+        tiny: build the family's tiny test model instead (for smoke tests).
 
     Returns:
         A `BenchSetup`.
@@ -93,36 +102,26 @@ def build_setup(
     from ..configuration_video2lora import Video2LoraConfig
     from ..modeling_video2lora import Video2LoraHypernetwork
     from ..processing_video2lora import Video2LoraProcessor
-    from ..testing import build_random_smolvlm, build_tiny_smolvlm, build_tiny_tokenizer
+    from ..testing import family_of_preset
 
+    family = family_of_preset(preset)
     if tiny:
-        vlm, tokenizer = build_tiny_smolvlm(seed=seed, dtype=dtype)
-        vision = vlm.config.vision_config
-        max_image_size = vision.image_size
-        longest_edge = min(longest_edge, max_image_size)
+        vlm, tokenizer = family.build_tiny_model(seed=seed, dtype=dtype)
         hypernet_kwargs = {
             "lora_rank": 4, "latent_size": 32, "num_latent_queries": 4, "num_blocks": 2,
             "num_attention_heads": 4, "num_key_value_heads": 2, "attention_head_dim": 16,
             **(hypernet_kwargs or {}),
         }  # fmt: skip
     else:
-        vlm = build_random_smolvlm(preset, dtype=dtype, seed=seed)
-        tokenizer = build_tiny_tokenizer(_BENCH_CORPUS, vocab_size=600)
-        image_token = tokenizer.convert_tokens_to_ids("<image>")
-        vlm.config.image_token_id = image_token  # the offline tokenizer's id; timing is unchanged
-        vlm.model.image_token_id = image_token
-        vlm.generation_config.pad_token_id = tokenizer.pad_token_id
-        vlm.generation_config.eos_token_id = tokenizer.eos_token_id
-    vision = vlm.config.vision_config
-    tokens = (max_image_size // vision.patch_size) ** 2 // vlm.config.scale_factor**2
-    processor = Video2LoraProcessor(
-        tokenizer, image_seq_len=tokens, max_image_size=max_image_size, longest_edge=longest_edge
-    )
+        tokenizer = family.build_tokenizer(_BENCH_CORPUS, vocab_size=600)
+        vlm = family.build_random_model(preset, dtype=dtype, seed=seed, tokenizer=tokenizer)
+    settings = family.vision_settings_for(vlm.config, **(vision or {}))
+    processor = Video2LoraProcessor(tokenizer, family.name, longest_edge=longest_edge, vision=settings)
     previous = torch.get_default_dtype()
     torch.set_default_dtype(dtype)
     try:
         torch.manual_seed(seed)
-        config = Video2LoraConfig.from_base_model(vlm, longest_edge=longest_edge, **(hypernet_kwargs or {}))
+        config = Video2LoraConfig.from_base_model(vlm, **(hypernet_kwargs or {}))
         hypernet = Video2LoraHypernetwork(config, base_model=vlm, processor=processor).eval()
     finally:
         torch.set_default_dtype(previous)
@@ -159,7 +158,7 @@ def random_video(num_frames: int, height: int = 720, width: int = 1280, seed: in
 
 
 @torch.no_grad()
-def first_token(model: torch.nn.Module, inputs: dict[str, Any], past_key_values=None) -> torch.Tensor:
+def first_token(model: torch.nn.Module, inputs: dict[str, Any], cache=None) -> torch.Tensor:
     """Prefill and pick the first generated token (greedy): exactly the time to first token.
 
     Only the last position's logits are computed (`logits_to_keep=1`), as `generate` does.
@@ -167,7 +166,7 @@ def first_token(model: torch.nn.Module, inputs: dict[str, Any], past_key_values=
     Args:
         model: the VLM.
         inputs: processor outputs (tensors only are used).
-        past_key_values: an optional cache holding a prefix of `inputs["input_ids"]`'s context.
+        cache: an optional KV cache holding a prefix of `inputs["input_ids"]`'s context.
 
     Returns:
         `[B]` token ids.
@@ -178,8 +177,45 @@ def first_token(model: torch.nn.Module, inputs: dict[str, Any], past_key_values=
         stats = interleaved({"text only": lambda: first_token(setup.vlm, inputs)})
         ```
     """
-    tensors = {k: v for k, v in inputs.items() if torch.is_tensor(v)}
-    if "pixel_values" in tensors:
-        tensors["pixel_values"] = tensors["pixel_values"].to(model.dtype)
-    out = model(**tensors, past_key_values=past_key_values, use_cache=True, logits_to_keep=1)
+    out = model(**model_tensors(inputs, model), cache=cache, use_cache=True, logits_to_keep=1)
     return out.logits[:, -1].argmax(-1)
+
+
+def model_tensors(inputs: dict[str, Any], model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The tensors of processor outputs, floating ones (pixels) cast to the model's dtype.
+
+    Args:
+        inputs: processor outputs.
+        model: the VLM.
+
+    Returns:
+        `{name: tensor}` ready for `model(**tensors)`.
+
+    Example:
+        ```python
+        out = vlm(**model_tensors(processor.video_in_context_inputs(video, question), vlm))
+        ```
+    """
+    return {
+        k: v.to(model.dtype) if v.is_floating_point() else v for k, v in inputs.items() if torch.is_tensor(v)
+    }
+
+
+def question_suffix_length(processor: Any, question: str) -> int:
+    """Tokens at the end of a video-in-context prompt that come after the video: the question, turn end and generation prompt.
+
+    Args:
+        processor: the `Video2LoraProcessor`.
+        question: the question.
+
+    Returns:
+        The token count, so that `input_ids[:, :-n]` is the video prefix a KV cache can hold.
+
+    Example:
+        ```python
+        n = question_suffix_length(processor, BENCH_QUESTION)
+        ```
+    """
+    marker = "\x00"
+    tail = processor.chat_text([{"role": "user", "content": marker}]).split(marker, 1)[1]
+    return len(processor.tokenizer(question + tail, add_special_tokens=False)["input_ids"])

@@ -74,10 +74,10 @@ def measure_cell(
     set_threads()
     if tiny:  # the tiny model's vision tower has one fixed 64 px tile
         setup = build_setup(preset, tiny=True, dtype=torch.float32)
-        tile = setup.processor.max_image_size
+        tile = setup.processor.vision["max_image_size"]
     else:
         tile = tile_size(px)
-        setup = build_setup(preset, max_image_size=tile, longest_edge=tile)
+        setup = build_setup(preset, vision={"max_image_size": tile}, longest_edge=tile)
     processor, vlm = setup.processor, setup.vlm
     video = random_video(num_frames, 360, 640)
     inputs = processor.video_in_context_inputs(
@@ -103,8 +103,8 @@ def measure_cell(
         "frames": num_frames,
         "px": px,
         "tile": tile,
-        "tokens_per_frame": processor.image_seq_len,
-        "video_tokens": num_frames * processor.image_seq_len,
+        "tokens_per_frame": setup.tokens_per_frame,
+        "video_tokens": num_frames * setup.tokens_per_frame,
         "tokens": tokens,
         "token_reduction": tokens["video_in_context"] / tokens["v2l"],
         "stats": stats,

@@ -79,7 +79,14 @@ def measure_condition(
 
     from ..injection import inject_lora, stack_adapters
     from .common import set_threads
-    from .models import BENCH_QUESTION, build_setup, first_token, random_video
+    from .models import (
+        BENCH_QUESTION,
+        build_setup,
+        first_token,
+        model_tensors,
+        question_suffix_length,
+        random_video,
+    )
 
     if condition not in TOKEN_CONDITIONS:
         raise ValueError(f"Unknown condition {condition!r}; choose from {TOKEN_CONDITIONS}.")
@@ -89,7 +96,7 @@ def measure_condition(
         setup = build_setup(preset, tiny=tiny, dtype=torch.float32 if tiny else torch.bfloat16)
     hn, vlm, processor = setup.hypernet, setup.vlm, setup.processor
     video = random_video(num_frames, 72, 128) if tiny else random_video(num_frames)
-    settings = {"num_frames": num_frames, "longest_edge": min(longest_edge, processor.max_image_size)}
+    settings = {"num_frames": num_frames, "longest_edge": longest_edge}
     query = dict(processor.query_inputs([BENCH_QUESTION]))
     context = int(query["input_ids"].shape[1])
     answer: Any
@@ -104,14 +111,12 @@ def measure_condition(
         elif condition == "kv_cache":
             inputs = processor.video_in_context_inputs(video, BENCH_QUESTION, **settings)
             inputs.pop("video_metadata", None)
-            suffix = len(processor.tokenizer(BENCH_QUESTION + "<end_of_utterance>\nAssistant:")["input_ids"])
+            suffix = question_suffix_length(processor, BENCH_QUESTION)
             prefix = {
                 k: (v[:, :-suffix] if k in ("input_ids", "attention_mask") else v) for k, v in inputs.items()
             }
-            tensors = {k: v for k, v in prefix.items() if torch.is_tensor(v)}
-            tensors["pixel_values"] = tensors["pixel_values"].to(vlm.dtype)
-            cache = vlm(**tensors, use_cache=True, logits_to_keep=1).past_key_values
-            del tensors, prefix
+            cache = vlm(**model_tensors(prefix, vlm), use_cache=True, logits_to_keep=1).cache
+            del prefix
             question = {
                 "input_ids": inputs["input_ids"][:, -suffix:],
                 "attention_mask": inputs["attention_mask"],
@@ -119,7 +124,7 @@ def measure_condition(
             tokens, context = suffix, int(inputs["input_ids"].shape[1])
 
             def answer():
-                first_token(vlm, question, past_key_values=cache)
+                first_token(vlm, question, cache=cache)
                 cache.crop(-suffix)
         elif condition in ("v2l_unmerged", "v2l_merged"):
             adapter = hn.internalize(video, **settings)
@@ -133,7 +138,7 @@ def measure_condition(
                 lora = stack_adapters([adapter])
 
                 def answer():
-                    with inject_lora(hn.backbone, *lora):
+                    with inject_lora(hn.family, *lora):
                         return first_token(vlm, query)
         else:
             tokens = context

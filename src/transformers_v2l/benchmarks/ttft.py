@@ -39,7 +39,15 @@ from .common import (
     timed,
     write_json,
 )
-from .models import BENCH_QUESTION, BenchSetup, build_setup, first_token, random_video
+from .models import (
+    BENCH_QUESTION,
+    BenchSetup,
+    build_setup,
+    first_token,
+    model_tensors,
+    question_suffix_length,
+    random_video,
+)
 
 __all__ = ["ALL_QUERY_CONDITIONS", "QUERY_CONDITIONS", "measure_query_conditions", "plot_ttft", "run_ttft"]
 
@@ -103,7 +111,7 @@ def measure_query_conditions(
     query = dict(processor.query_inputs([question]))
     video_inputs = processor.video_in_context_inputs(video, question, **settings)
     video_inputs.pop("video_metadata", None)
-    suffix_len = len(processor.tokenizer(question + "<end_of_utterance>\nAssistant:")["input_ids"])
+    suffix_len = question_suffix_length(processor, question)
     prefix = {
         k: (v[:, :-suffix_len] if k in ("input_ids", "attention_mask") else v)
         for k, v in video_inputs.items()
@@ -118,12 +126,10 @@ def measure_query_conditions(
     def video_in_context():
         inputs = processor.video_in_context_inputs(video, question, **settings)
         inputs.pop("video_metadata", None)
-        tensors = {k: v for k, v in inputs.items() if torch.is_tensor(v)}
-        tensors["pixel_values"] = tensors["pixel_values"].to(vlm.dtype)
-        out = vlm(**tensors, use_cache=True, logits_to_keep=1)
+        out = vlm(**model_tensors(inputs, vlm), use_cache=True, logits_to_keep=1)
         out.logits[:, -1].argmax(-1)  # the first token
-        out.past_key_values.crop(-suffix_len)  # untimed use below: the KV cache of the video prefix
-        cache["kv"] = out.past_key_values
+        out.cache.crop(-suffix_len)  # untimed use below: the KV cache of the video prefix
+        cache["kv"] = out.cache
 
     def kv_cache_build():
         inputs = processor.video_in_context_inputs(video, question, **settings)
@@ -131,15 +137,13 @@ def measure_query_conditions(
         inputs = {
             k: (v[:, :-suffix_len] if k in ("input_ids", "attention_mask") else v) for k, v in inputs.items()
         }
-        tensors = {k: v for k, v in inputs.items() if torch.is_tensor(v)}
-        tensors["pixel_values"] = tensors["pixel_values"].to(vlm.dtype)
-        cache["kv"] = vlm(**tensors, use_cache=True, logits_to_keep=1).past_key_values
+        cache["kv"] = vlm(**model_tensors(inputs, vlm), use_cache=True, logits_to_keep=1).cache
 
     def kv_query():
         if "kv" not in cache:
             video_in_context()
         kv = cache["kv"]
-        elapsed = timed(lambda: first_token(vlm, suffix, past_key_values=kv))
+        elapsed = timed(lambda: first_token(vlm, suffix, cache=kv))
         kv.crop(-suffix_len)  # drop the question again: the cache holds the video prefix only
         return elapsed
 
@@ -153,7 +157,7 @@ def measure_query_conditions(
             head.requires_grad_(state)
 
     def v2l_unmerged():
-        with inject_lora(hn.backbone, lora_A, lora_B, scaling):
+        with inject_lora(hn.family, lora_A, lora_B, scaling):
             first_token(vlm, query)
 
     def v2l_merged():
@@ -195,7 +199,7 @@ def measure_query_conditions(
     stats = interleaved({c: table[c] for c in conditions}, repeats=repeats, warmup=warmup, progress=log)
     tokens = {
         "video_in_context": int(video_inputs["input_ids"].shape[1]),
-        "video_tokens": int(num_frames * processor.image_seq_len),
+        "video_tokens": int(num_frames * setup.tokens_per_frame),
         "kv_cached_prefix": int(prefix_len),
         "kv_query_new": int(suffix_len),
         "query_text_only": int(query["input_ids"].shape[1]),

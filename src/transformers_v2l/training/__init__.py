@@ -43,7 +43,7 @@ _LOCATIONS = {
     "Video2LoraDataCollator": "collator",
     "TeacherSettings": "teacher",
     "generate_teacher_targets": "teacher",
-    "load_teacher_dataset": "teacher",
+    "load_teacher_dataset": "teacher_outputs",
     "Video2LoraTrainer": "trainer",
     "Video2LoraTrainingArguments": "trainer",
     "find_resumable_checkpoint": "trainer",

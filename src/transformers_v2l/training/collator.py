@@ -4,11 +4,12 @@ For each example the collator builds two inputs:
 
 * the internalization prompt (the video span's frames and the instruction), from the processor's
   `internalization_inputs`, prefixed `context_` (`context_input_ids`, `context_attention_mask`,
-  `pixel_values`, `pixel_attention_mask`): the frozen encoder turns it into features;
-* the answer model's text, with no visual tokens: the SmolVLM chat turn
-  `<|im_start|>User: {prompt}<end_of_utterance>\\nAssistant:` exactly as `query_inputs` tokenizes it,
-  followed by the response ` {target}<end_of_utterance>`, right padded. `labels` equal `input_ids`
-  on the response tokens and -100 everywhere else, so the loss covers the response only.
+  and the family's video inputs): the frozen encoder turns it into features;
+* the answer model's text, with no visual tokens: the family's chat turn exactly as `query_inputs`
+  tokenizes it (for SmolVLM `<|im_start|>User: {prompt}<end_of_utterance>\\nAssistant:`), followed by
+  the response as the chat template renders an assistant turn, through the family's end-of-turn
+  token (for SmolVLM ` {target}<end_of_utterance>`), right padded. `labels` equal `input_ids` on the
+  response tokens and -100 everywhere else, so the loss covers the response only.
 
 A video that cannot be decoded is dropped from the batch and counted in `num_skipped`.
 """
@@ -29,34 +30,48 @@ logger = logging.getLogger(__name__)
 __all__ = ["IGNORE_INDEX", "Video2LoraDataCollator", "response_token_ids"]
 
 IGNORE_INDEX = -100
-END_OF_UTTERANCE = "<end_of_utterance>"
+_MARKER = "\x00response\x00"
 
 
-def _end_of_turn_id(tokenizer) -> int:
-    token_id = tokenizer.convert_tokens_to_ids(END_OF_UTTERANCE)
+def _end_of_turn_id(processor) -> int:
+    tokenizer = processor.tokenizer
+    token_id = tokenizer.convert_tokens_to_ids(processor.family_class.end_of_turn_token)
     if token_id is None or token_id == tokenizer.unk_token_id:
         token_id = tokenizer.eos_token_id
     return int(token_id)
 
 
-def response_token_ids(tokenizer, target_text: str, max_tokens: int | None = None) -> list[int]:
-    """Token ids of an assistant response as the SmolVLM chat template renders it after `Assistant:`.
+def _assistant_prefix(processor) -> str:
+    """What the chat template puts between the generation prompt and an assistant turn's text (` ` for SmolVLM)."""
+    user = [{"role": "user", "content": "?"}]
+    prompt = processor.chat_text(user)
+    full = processor.chat_text(
+        [*user, {"role": "assistant", "content": _MARKER}], add_generation_prompt=False
+    )
+    if not full.startswith(prompt) or _MARKER not in full:
+        return ""
+    return full[len(prompt) : full.index(_MARKER)]
+
+
+def response_token_ids(processor, target_text: str, max_tokens: int | None = None) -> list[int]:
+    """Token ids of an assistant response as the family's chat template renders it after the generation prompt.
 
     Args:
-        tokenizer: the VLM's tokenizer.
+        processor: the `Video2LoraProcessor` (its tokenizer, chat template and family).
         target_text: the response text (leading/trailing whitespace is stripped).
         max_tokens: keep at most this many tokens, the end-of-turn token included.
 
     Returns:
-        The ids of `" {target_text}<end_of_utterance>"`.
+        The ids of the response text and the family's end-of-turn token (for SmolVLM
+        `" {target_text}<end_of_utterance>"`).
 
     Example:
         ```python
-        response_token_ids(processor.tokenizer, "A dog runs.")
+        response_token_ids(processor, "A dog runs.")
         ```
     """
-    ids = tokenizer(" " + target_text.strip(), add_special_tokens=False)["input_ids"]
-    ids = [*ids, _end_of_turn_id(tokenizer)]
+    text = _assistant_prefix(processor) + target_text.strip()
+    ids = [*processor.tokenizer(text, add_special_tokens=False)["input_ids"], _end_of_turn_id(processor)]
     return ids[:max_tokens] if max_tokens else ids
 
 
@@ -157,7 +172,7 @@ class Video2LoraDataCollator:
             return list(cached)[: self.max_target_tokens] if self.max_target_tokens else list(cached)
         if example.get("target_text") is None:
             raise ValueError(f"Example {example.get('id')!r} has no target_text: run `v2l teacher` first.")
-        return response_token_ids(self.processor.tokenizer, example["target_text"], self.max_target_tokens)
+        return response_token_ids(self.processor, example["target_text"], self.max_target_tokens)
 
     def text_inputs(self, examples: Sequence[dict]) -> dict[str, torch.Tensor]:
         """Right-padded `input_ids`, `attention_mask` and `labels` (plus teacher top-k when present).

@@ -33,52 +33,13 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from ..errors import VideoDecodeError, require
+from ..errors import VideoDecodeError
+from .teacher_outputs import CONFIG_FILE, load_teacher_dataset, shard_path, teacher_features
 from .utils import atomic_write_text
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["TeacherSettings", "generate_teacher_targets", "load_teacher_dataset", "teacher_features"]
-
-CONFIG_FILE = "teacher_config.json"
-
-
-def teacher_features():
-    """The `datasets.Features` of a teacher shard (fixed, so shards always concatenate).
-
-    Returns:
-        A `datasets.Features`: the example columns, the teacher's `target_token_ids`, its top-k ids
-        and log-probabilities, and `error` for examples whose video could not be read.
-
-    Raises:
-        MissingDependencyError: `datasets` is not installed (the `training` extra).
-
-    Example:
-        ```python
-        datasets.Dataset.from_list(rows, features=teacher_features())
-        ```
-    """
-    datasets = require("datasets", "training", "The teacher job")
-    from datasets import List, Value
-
-    return datasets.Features(
-        {
-            "id": Value("string"),
-            "video_path": Value("string"),
-            "task_type": Value("string"),
-            "prompt": Value("string"),
-            "target_text": Value("string"),
-            "dataset": Value("string"),
-            "split": Value("string"),
-            "metadata": Value("string"),  # JSON
-            "start": Value("float64"),
-            "end": Value("float64"),
-            "target_token_ids": List(Value("int32")),
-            "teacher_topk_ids": List(List(Value("int32"))),
-            "teacher_topk_logprobs": List(List(Value("float32"))),
-            "error": Value("string"),
-        }
-    )
 
 
 @dataclass
@@ -129,10 +90,6 @@ def _fingerprint(examples: Sequence[dict]) -> str:
         ]
         digest.update(json.dumps(key).encode())
     return digest.hexdigest()
-
-
-def _shard_path(output_dir: Path, shard: int, num_shards: int) -> Path:
-    return output_dir / f"shard-{shard:05d}-of-{num_shards:05d}.parquet"
 
 
 def _check_config(output_dir: Path, config: dict) -> None:
@@ -286,7 +243,7 @@ def generate_teacher_targets(
     from datasets import Dataset
 
     mine = [j for j in range(num_shards) if j % num_processes == process_index]
-    todo = [j for j in mine if not _shard_path(output_dir, j, num_shards).exists()]
+    todo = [j for j in mine if not shard_path(output_dir, j, num_shards).exists()]
     if len(todo) < len(mine):
         logger.info(
             "Teacher: %d of this process's %d shards already exist; resuming.",
@@ -297,7 +254,7 @@ def generate_teacher_targets(
     for shard in tqdm(todo, desc="Teacher shards", disable=not show_progress, unit="shard"):
         chunk = examples[shard * settings.shard_size : (shard + 1) * settings.shard_size]
         rows = _shard_rows(vlm, processor, chunk, settings, video_loader)
-        path = _shard_path(output_dir, shard, num_shards)
+        path = shard_path(output_dir, shard, num_shards)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         Dataset.from_list(rows, features=features).to_parquet(str(tmp))
         os.replace(tmp, path)
@@ -305,43 +262,3 @@ def generate_teacher_targets(
         if on_shard_written is not None:
             on_shard_written(shard)
     return written
-
-
-def load_teacher_dataset(output_dir: str | os.PathLike, include_errors: bool = False):
-    """Load a finished teacher job as one `datasets.Dataset` (shards in order).
-
-    Args:
-        output_dir: the job's folder.
-        include_errors: keep the rows of videos that could not be decoded (`error` set).
-
-    Returns:
-        A `datasets.Dataset` with the columns of `teacher_features()`.
-
-    Raises:
-        FileNotFoundError: when shards are missing (the job has not finished; rerun it).
-
-    Example:
-        ```python
-        train = load_teacher_dataset("teacher-out")
-        ```
-    """
-    require("datasets", "training", "Loading teacher targets")
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-    from datasets import Dataset
-    from datasets.table import InMemoryTable
-
-    output_dir = Path(output_dir)
-    config = json.loads((output_dir / CONFIG_FILE).read_text())
-    paths = [_shard_path(output_dir, j, config["num_shards"]) for j in range(config["num_shards"])]
-    missing = [p.name for p in paths if not p.exists()]
-    if missing:
-        raise FileNotFoundError(
-            f"The teacher job in {output_dir} is not finished: {len(missing)} shard(s) missing "
-            f"({', '.join(missing[:3])}...). Rerun `v2l teacher` with the same arguments to complete it."
-        )
-    table = pa.concat_tables([pq.read_table(p) for p in paths])
-    dataset = Dataset(InMemoryTable(table))
-    if not include_errors:
-        dataset = dataset.filter(lambda error: error is None, input_columns="error")
-    return dataset

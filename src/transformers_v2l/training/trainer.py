@@ -78,6 +78,11 @@ class Video2LoraTrainingArguments(TrainingArguments):
     """Validation examples whose generations are written at every evaluation."""
     eval_max_new_tokens: int = field(default=64, metadata={"help": "Generation budget of those samples."})
     """Generation budget of those samples."""
+    task_mixture: dict | str | None = field(
+        default=None,
+        metadata={"help": "Draw training examples by task_type with these weights, e.g. 'caption=1,qa=3'."},
+    )
+    """Draw training examples by `task_type` with these weights (`TaskMixture`), e.g. `"caption=1,qa=3"`."""
     # `None` first, as in TrainingArguments: HfArgumentParser reads the union in this order
     report_to: None | str | list[str] = field(  # noqa: RUF036
         default="auto",
@@ -107,6 +112,10 @@ class Video2LoraTrainingArguments(TrainingArguments):
                 "Video2LoraTrainingArguments.ce_weight and kl_weight must be >= 0 and not both 0, got "
                 f"{self.ce_weight} and {self.kl_weight}."
             )
+        if self.task_mixture is not None:  # a clear error now, not at the first epoch
+            from .data import TaskMixture
+
+            TaskMixture.parse(self.task_mixture)
         super().__post_init__()
 
 
@@ -162,14 +171,14 @@ class Video2LoraTrainer(Trainer):
         processing_class=None,
         **kwargs,
     ):
+        model.load_base_model()
         processing_class = processing_class if processing_class is not None else model.processor
-        config = model.config
         if data_collator is None:
             data_collator = Video2LoraDataCollator(
                 processing_class,
-                instruction=args.instruction or config.instruction,
-                num_frames=args.num_frames or config.num_frames,
-                longest_edge=args.longest_edge or config.longest_edge,
+                instruction=args.instruction or processing_class.instruction,
+                num_frames=args.num_frames or processing_class.num_frames,
+                longest_edge=args.longest_edge or processing_class.longest_edge,
                 max_target_tokens=args.max_target_tokens,
             )
         super().__init__(
@@ -199,7 +208,7 @@ class Video2LoraTrainer(Trainer):
         if not self._checkpoint_frozen:
             yield
             return
-        layers = self.hypernetwork.backbone.decoder_layers()
+        layers = self.hypernetwork.family.decoder_layers()
         for layer in layers:
             layer.training = True  # only the layer's own flag: its dropouts stay in eval mode
         try:
@@ -260,6 +269,16 @@ class Video2LoraTrainer(Trainer):
         finally:
             self.args.activation_checkpointing = checkpointing
 
+    def _get_train_sampler(self, train_dataset=None):
+        """With `args.task_mixture`, a `TaskMixtureSampler` over the examples' task types; else `Trainer`'s."""
+        if self.args.task_mixture is None:
+            return super()._get_train_sampler(train_dataset)
+        from .data import TaskMixtureSampler, example_task_types
+
+        dataset = train_dataset if train_dataset is not None else self.train_dataset
+        seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
+        return TaskMixtureSampler(example_task_types(dataset), self.args.task_mixture, seed=seed)
+
     # ---- loss --------------------------------------------------------------------------------------
     def get_batch_samples(self, epoch_iterator, num_batches: int, device: torch.device):
         """Prefetch one optimizer step of micro-batches; count response tokens and skipped videos globally.
@@ -308,11 +327,11 @@ class Video2LoraTrainer(Trainer):
             "input_ids": inputs["context_input_ids"],
             "attention_mask": inputs["context_attention_mask"],
         }
-        for key in ("pixel_values", "pixel_attention_mask"):
+        for key in hn.family.video_input_keys:
             if key in inputs:
                 encoder_inputs[key] = inputs[key]
         with torch.no_grad():
-            return hn.backbone.extract_features(**encoder_inputs)
+            return hn.family.extract_features(**encoder_inputs)
 
     def _response_losses(self, adapters, inputs: dict) -> tuple[torch.Tensor, torch.Tensor, int]:
         """Summed response CE and KL of the adapted answer model on the text-only prompt.
@@ -324,7 +343,7 @@ class Video2LoraTrainer(Trainer):
         vlm = hn.vlm
         with contextlib.ExitStack() as local:
             scope = self._adapter_scope if self._adapter_scope is not None else local
-            scope.enter_context(inject_lora(hn.backbone, adapters.lora_A, adapters.lora_B, hn.config.scaling))
+            scope.enter_context(inject_lora(hn.family, adapters.lora_A, adapters.lora_B, hn.config.scaling))
             with self._checkpointed_decoder():
                 hidden = vlm.model(
                     input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], use_cache=False
@@ -519,7 +538,7 @@ class Video2LoraTrainer(Trainer):
         query = processor.query_inputs(inputs["prompts"])
         tensors = {k: v.to(self.args.device) for k, v in query.items() if torch.is_tensor(v)}
         pad = processor.tokenizer.pad_token_id
-        with inject_lora(hn.backbone, adapters.lora_A, adapters.lora_B, hn.config.scaling):
+        with inject_lora(hn.family, adapters.lora_A, adapters.lora_B, hn.config.scaling):
             output = hn.vlm.generate(
                 **tensors, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad
             )

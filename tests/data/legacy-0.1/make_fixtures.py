@@ -26,14 +26,16 @@ import torch
 from safetensors.torch import save_file
 
 import transformers_v2l
-from transformers_v2l import GeneratedLora, Video2LoraConfig, Video2LoraHypernetwork
+from transformers_v2l import Video2LoraConfig, Video2LoraHypernetwork
 from transformers_v2l.demo import load_default_hypernetwork, recall_then_answer
 from transformers_v2l.frames2lora import convert_frames2lora
 from transformers_v2l.testing import build_tiny_smolvlm, save_tiny_smolvlm
 from transformers_v2l.toy_world import make_clip, write_video
 
 out = Path(sys.argv[1])
-fixture_a = Path(sys.argv[2]) if len(sys.argv) > 2 else Path(__file__).parents[1] / "frames2lora" / "fixture-A"
+fixture_a = (
+    Path(sys.argv[2]) if len(sys.argv) > 2 else Path(__file__).parents[1] / "frames2lora" / "fixture-A"
+)
 assets = Path(transformers_v2l.__file__).parent / "assets" / "tiny_world"
 torch.manual_seed(0)
 expected = {}
