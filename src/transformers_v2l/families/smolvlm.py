@@ -466,7 +466,13 @@ class SmolVLMFamily(Video2LoraFamily):
                 "eos_token": "<end_of_utterance>",
                 "pad_token": "<|endoftext|>",
             },
-            extra_special_tokens={**_SPECIAL_TOKENS, "end_of_utterance_token": "<end_of_utterance>"},
+            extra_special_tokens={  # in the order 0.1 wrote them (the saved tokenizer files stay identical)
+                "image_token": "<image>",
+                "fake_image_token": "<fake_token_around_image>",
+                "global_image_token": "<global-img>",
+                "end_of_utterance_token": "<end_of_utterance>",
+                "video_token": "<video>",
+            },
             chat_template=SMOLVLM_VIDEO_CHAT_TEMPLATE,
         )
 
