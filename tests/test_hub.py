@@ -179,6 +179,11 @@ def test_hypernetwork_checkpoint_round_trip_with_model_card(tiny_hypernet, tiny_
 
 def test_hypernetwork_push_to_hub_writes_safetensors_and_our_card(tiny_hypernet, local_hub):
     """Video2LoraHypernetwork.push_to_hub replaces transformers' generic card with the Video2LoRA one."""
+    local_hub.inject_fault("POST", r"/commit/", 500, times=1)
+    with pytest.raises(HubPushError) as error:  # the retry hint names the call, not the temporary folder
+        tiny_hypernet.push_to_hub("tester/plain-push", commit_message="plain", private=True)
+    assert "To retry: `hn.push_to_hub('tester/plain-push', private=True)`." in str(error.value)
+    assert "v2l-push-" not in str(error.value)
     tiny_hypernet.push_to_hub("tester/plain-push", commit_message="plain")
     files = local_hub.files("tester/plain-push")
     assert {"config.json", "model.safetensors", "README.md"} <= set(files)

@@ -211,7 +211,7 @@ def push_folder_to_hub(
         token: a Hub token; defaults to `HF_TOKEN` or the stored login.
         allow_patterns: upload only files matching these glob patterns; default all.
         local_description: how to describe the local files in error messages.
-        retry: the command or call that retries the push, for error messages; default this call.
+        retry: how to retry, for error messages: a command or call in backticks; default this call.
 
     Returns:
         The `huggingface_hub.CommitInfo` of the commit (`.oid`, `.commit_url`, `.pr_url`).
@@ -232,7 +232,7 @@ def push_folder_to_hub(
         named = (("revision", revision), ("private", private), ("create_pr", create_pr))
         options = "".join(f", {k}={v!r}" for k, v in named if v)
         retry = (
-            f"push_folder_to_hub({str(folder)!r}, {repo_id!r}, commit_message={commit_message!r}{options})"
+            f"`push_folder_to_hub({str(folder)!r}, {repo_id!r}, commit_message={commit_message!r}{options})`"
         )
     step = "create the repository"
     try:
@@ -257,7 +257,7 @@ def push_folder_to_hub(
             reason = _hub_error_reason(error)
         raise HubPushError(
             f"Pushing to the Hub repository {repo_id!r} at {api.endpoint} failed: could not {step} ({reason}). "
-            f"{local}{_push_advice(error, token)} To retry: `{retry}`"
+            f"{local}{_push_advice(error, token)} To retry: {retry}."
         ) from error
 
 
@@ -281,6 +281,7 @@ def push_saved_to_hub(save: Callable[[Path], Any], repo_id: str, **push_kwargs):
         ```
     """
     push_kwargs.setdefault("local_description", "Nothing was written locally.")
+    push_kwargs.setdefault("retry", "run the same push again (there is nothing to clean up)")
     with tempfile.TemporaryDirectory(prefix="v2l-push-") as tmp:
         folder = Path(tmp) / repo_id.rsplit("/", 1)[-1]
         folder.mkdir()
@@ -342,6 +343,9 @@ def push_hypernetwork_to_hub(
             card_kwargs = {"processor": model.runtime.saved_processor(), **(model_card_kwargs or {})}
             save_hypernetwork_card(folder, config, repo_id=repo_id, **card_kwargs)
 
+    named = (("base_model_id", base_model_id), *((k, push_kwargs.get(k)) for k in ("private", "revision")))
+    options = "".join(f", {k}={v!r}" for k, v in named if v)
+    push_kwargs.setdefault("retry", f"`hn.push_to_hub({repo_id!r}{options})`")
     return push_saved_to_hub(save, repo_id, commit_message=commit_message, **push_kwargs)
 
 
@@ -435,7 +439,7 @@ def push_adapter_to_hub(
         revision: the branch to commit to (created from `main` if missing).
         create_pr: open a pull request instead of committing to the branch.
         token: a Hub token; defaults to `HF_TOKEN` or the stored login.
-        retry: the command that retries the push, for the error message; default the Python call.
+        retry: how to retry, for the error message (a command in backticks); default the Python call.
         local_description: what the error says about local files; default that nothing was written.
 
     Returns:
@@ -461,7 +465,7 @@ def push_adapter_to_hub(
         options = "".join(f", {k}={v!r}" for k, v in named if v)
         if commit_message != "Upload Video2LoRA adapter":
             options += f", commit_message={commit_message!r}"
-        retry = f"adapter.push_to_hub({repo_id!r}{options})"
+        retry = f"`adapter.push_to_hub({repo_id!r}{options})`"
     return push_saved_to_hub(
         lambda folder: adapter.save_pretrained(folder, repo_id=repo_id),
         repo_id,
