@@ -13,9 +13,9 @@ import pytest
 import torch
 
 from fixtures.videos import frame_index_of, write_video
-from transformers_v2l.errors import EmptyVideoError, VideoDecodeError
-from transformers_v2l.video_io import iter_video_chunks, load_video, probe_video
-from transformers_v2l.video_sampling import sample_frame_indices
+from transformers_v2l.errors import EmptyVideoError, InvalidArgumentError, VideoDecodeError
+from transformers_v2l.video_io import check_video_source, iter_video_chunks, load_video, probe_video
+from transformers_v2l.video_sampling import FrameTimeline, sample_frame_indices
 
 FIXTURE_A = Path(__file__).resolve().parents[2] / "shared" / "frames2lora" / "fixture-A"
 
@@ -135,9 +135,9 @@ def test_chunks_are_streamed(real_clip, monkeypatch):
     from transformers_v2l import video_io
 
     converted = []
-    original = video_io._to_rgb
+    original = video_io._Converter.__call__
     monkeypatch.setattr(
-        video_io, "_to_rgb", lambda frame, *args: converted.append(1) or original(frame, *args)
+        video_io._Converter, "__call__", lambda self, frame: converted.append(1) or original(self, frame)
     )
     chunks = iter_video_chunks(real_clip("world.mp4"), chunk_seconds=10)
     frames, _ = next(chunks)
@@ -338,5 +338,237 @@ def test_arrays_tensors_and_pil_images():
     long = np.zeros((40, 4, 4, 3), np.uint8)
     assert load_video(long, num_frames=12)[1].frame_indices == official_indices(40, 1.0, 12)
     assert load_video(long, video_fps=10.0)[1].duration == 4.0
-    with pytest.raises(ValueError, match=r"uint8 \[T, H, W, 3\]"):
+    with pytest.raises(InvalidArgumentError, match=r"\[T, H, W, C\] or \[T, C, H, W\].*frame\[None\]"):
         load_video(np.zeros((4, 4, 3), np.uint8))
+
+
+def test_frame_layouts_dtypes_and_lists():
+    array = np.stack([np.full((6, 10, 3), 10 * i, np.uint8) for i in range(4)])  # [T, H, W, 3]
+    first = np.ascontiguousarray(array.transpose(0, 3, 1, 2))  # [T, 3, H, W], the transformers convention
+    for source in (
+        first,
+        torch.from_numpy(first),
+        torch.from_numpy(first).float() / 255,  # floats in [0, 1]
+        torch.from_numpy(first).to(torch.bfloat16) / 255,
+        list(array),  # [H, W, 3] frames
+        [torch.from_numpy(f) for f in first],  # [3, H, W] tensors
+        array.astype(np.int64),
+    ):
+        frames, meta = load_video(source)
+        assert np.array_equal(frames, array) and meta.frame_indices == [0, 1, 2, 3], type(source)
+    grey = array[..., :1]  # [T, H, W, 1]
+    assert np.array_equal(load_video(grey)[0], np.repeat(grey, 3, axis=-1))
+    assert np.array_equal(load_video([f[..., 0] for f in grey])[0], np.repeat(grey, 3, axis=-1))  # [H, W]
+    odd = [array[0], np.full((12, 20, 3), 90, np.uint8)]  # a list whose second frame is larger
+    frames, _ = load_video(odd)
+    assert frames.shape == (2, 6, 10, 3) and np.all(frames[1] == 90)
+    for bad, message in [
+        (np.full((2, 4, 5, 3), 1.5, np.float32), r"values in \[0, 1\]"),
+        (np.full((2, 4, 5, 3), 300, np.int32), r"0\.\.255"),
+        (np.zeros((2, 5, 6, 7), np.uint8), r"channels"),
+        ([], r"at least one frame"),
+        ({"frames": 3}, r"Cannot read a video from a dict"),
+    ]:
+        with pytest.raises(InvalidArgumentError, match=message):
+            load_video(bad)
+
+
+def test_transparency_is_composited_onto_white_like_transformers():
+    from PIL import Image
+    from transformers.image_transforms import convert_to_rgb
+    from transformers.video_utils import convert_to_rgb as convert_video_to_rgb
+
+    rng = np.random.default_rng(0)
+    rgba = rng.integers(0, 256, (3, 8, 10, 4), dtype=np.uint8)  # [T, H, W, 4], every alpha level mixed
+    expected = np.stack([convert_to_rgb(frame, return_numpy=True) for frame in rgba])
+    frames, _ = load_video(rgba)
+    assert np.array_equal(frames, expected)
+    assert np.array_equal(load_video(torch.from_numpy(rgba).permute(0, 3, 1, 2))[0], expected)  # [T, 4, H, W]
+    assert np.array_equal(load_video([Image.fromarray(f, "RGBA") for f in rgba])[0], expected)
+    # the official video processor blends in float32 and does not round: within half a level
+    official = convert_video_to_rgb(torch.from_numpy(rgba).permute(0, 3, 1, 2).contiguous())  # [T, 3, H, W]
+    assert (official.permute(0, 2, 3, 1).numpy() - frames).__abs__().max() <= 0.5 + 1e-3
+    assert (frames.astype(int) - rgba[..., :3]).__abs__().max() > 100  # alpha was not simply dropped
+    grey = Image.fromarray(rgba[0, ..., 0], "L")
+    assert np.array_equal(load_video([grey])[0][0], np.repeat(rgba[0, ..., :1], 3, axis=-1))
+    palette = Image.fromarray(rgba[0, ..., :3]).convert("P")
+    palette.info["transparency"] = int(np.asarray(palette)[0, 0])
+    assert np.all(load_video([palette])[0][0, 0, 0] == 255)  # the transparent index turns white
+
+
+# ---- sampling arguments and sources -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"num_frames": 0}, r"num_frames must be an integer >= 1, got 0"),
+        ({"num_frames": -3}, r"num_frames must be an integer >= 1, got -3"),
+        ({"num_frames": 2.5}, r"num_frames must be an integer"),
+        ({"num_frames": True}, r"num_frames must be an integer"),
+        ({"target_fps": 0}, r"target_fps must be a finite number > 0"),
+        ({"target_fps": float("nan")}, r"target_fps must be a finite number > 0"),
+        ({"skip_secs": -1}, r"skip_secs must be a finite number >= 0"),
+        ({"video_fps": 0}, r"video_fps must be a finite number > 0"),
+        ({"max_pixels": 0}, r"max_pixels must be an integer >= 1"),
+        ({"start": -2.0}, r"start must be a finite number >= 0"),
+    ],
+)
+def test_invalid_sampling_arguments_are_refused_before_reading(kwargs, message):
+    with pytest.raises(InvalidArgumentError, match=message):  # not "file does not exist": nothing was read
+        load_video("no-such-file.mp4", **kwargs)
+
+
+def test_invalid_chunk_arguments_are_refused_eagerly():
+    for kwargs, message in [
+        ({}, r"exactly one of chunk_seconds or num_chunks"),
+        ({"chunk_seconds": 0}, r"chunk_seconds must be a finite number > 0"),
+        ({"num_chunks": 0}, r"num_chunks must be an integer >= 1"),
+        ({"num_chunks": 2, "frames_per_chunk": 0}, r"frames_per_chunk must be an integer >= 1"),
+    ]:
+        with pytest.raises(InvalidArgumentError, match=message):
+            iter_video_chunks("no-such-file.mp4", **kwargs)
+
+
+def test_large_num_frames_is_a_maximum_and_the_metadata_records_what_was_used(real_clip):
+    frames, meta = load_video(real_clip("carphone_distorted.mp4"), num_frames=100000)
+    assert len(frames) == len(meta.frame_indices) == 4  # SmolVLM2's 1 fps over 4 s
+    assert meta.to_dict()["frame_indices"] == meta.frame_indices
+
+
+def test_urls_are_refused_without_network(tmp_path):
+    import socket
+
+    for url in ("https://example.com/a.mp4", "http://127.0.0.1:9/a.mp4", "s3://bucket/a.mp4"):
+        with pytest.raises(
+            VideoDecodeError, match=r"is a URL.*local files.*Download the file first"
+        ) as raised:
+            load_video(url)
+        assert "does not exist" not in str(raised.value)
+        with pytest.raises(VideoDecodeError, match=r"is a URL"):
+            check_video_source(url)
+    with socket.socket() as server:  # a playlist inside a local file may not reach the network either
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        server.settimeout(0.2)
+        playlist = tmp_path / "list.m3u8"
+        port = server.getsockname()[1]
+        playlist.write_text(f"#EXTM3U\n#EXTINF:10,\nhttp://127.0.0.1:{port}/seg.ts\n#EXT-X-ENDLIST\n")
+        with pytest.raises(VideoDecodeError):
+            load_video(playlist)
+        with pytest.raises(TimeoutError):
+            server.accept()  # nobody connected
+
+
+def test_check_video_source(tmp_path, synthetic_videos):
+    check_video_source(synthetic_videos["ten_frames"])  # a readable file passes without decoding
+    for path, message in [
+        (tmp_path / "nope.mp4", r"does not exist"),
+        (tmp_path, r"is a directory"),
+        (synthetic_videos["empty"], r"empty \(0 bytes\)"),
+    ]:
+        with pytest.raises(VideoDecodeError, match=message):
+            check_video_source(path)
+
+
+# ---- timestamps over headers --------------------------------------------------------------------
+
+SKIP_SLOTS = np.unique(np.linspace(0, 443, 68).round().astype(int)).tolist()  # 68 frames in 444 slots
+
+
+@pytest.fixture(scope="module")
+def skipping_avi(tmp_path_factory):
+    """Cinepak in AVI: the header declares 444 frames at 15 fps; 68 frames exist, their timestamps run to 29.5 s."""
+    from fixtures.videos import write_skipping_avi
+
+    return write_skipping_avi(tmp_path_factory.mktemp("skipping") / "skipping.avi", SKIP_SLOTS, fps=15)
+
+
+def decoded_times(path) -> list[float]:
+    import av
+
+    with av.open(str(path)) as container:
+        return [float(frame.time) for frame in container.decode(video=0)]
+
+
+def test_duration_and_sampling_follow_timestamps_not_the_header(skipping_avi):
+    import av
+
+    with av.open(str(skipping_avi)) as container:
+        stream = container.streams.video[0]
+        assert (stream.frames, float(stream.average_rate)) == (444, 15.0)  # what the header claims
+    times = decoded_times(skipping_avi)
+    assert len(times) == 68 and times[-1] == pytest.approx(443 / 15)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        frames, meta = load_video(skipping_avi)
+    assert not [w for w in caught if "truncated" in str(w.message)]  # it skips frames; nothing is missing
+    assert meta.total_num_frames == 68 and meta.duration == pytest.approx(444 / 15)  # last frame shown 1/15 s
+    assert meta.fps == pytest.approx(68 / (444 / 15))
+    assert len(meta.frame_indices) == 12  # SmolVLM2's rule over 29.6 s: 1 fps, at most 12 (was 5 over 4.5 s)
+    assert meta.timestamps == pytest.approx([times[i] for i in meta.frame_indices])  # presentation times
+    instants = np.linspace(1.0, meta.duration - 1.0, 12)  # skip_secs=1 at each end
+    assert meta.frame_indices == [int(np.searchsorted(times, t + 1e-9, side="right")) - 1 for t in instants]
+    _, reference = reference_frames(skipping_avi, meta.frame_indices)
+    for frame, index in zip(frames, meta.frame_indices):
+        assert np.array_equal(frame, reference[index])
+    assert json.loads(json.dumps(meta.to_dict()))["timestamps"][-1] == pytest.approx(
+        times[meta.frame_indices[-1]]
+    )
+    assert probe_video(skipping_avi).duration == pytest.approx(444 / 15)
+
+
+def test_prompt_carries_the_real_timestamps(skipping_avi, tiny_vlm_path):
+    from transformers_v2l.processing_video2lora import Video2LoraProcessor
+
+    processor = Video2LoraProcessor.from_pretrained(tiny_vlm_path)
+    inputs = processor.internalization_inputs(str(skipping_avi))
+    text = processor.tokenizer.decode(inputs["input_ids"][0])
+    stamps = re.findall(r"Frame from (\d\d:\d\d)", text)
+    assert "0:00:29 [H:MM:SS]" in text and stamps[-1] == "00:28" and len(stamps) == 12
+
+
+def test_chunks_follow_timestamps(skipping_avi):
+    chunks = list(iter_video_chunks(skipping_avi, chunk_seconds=8, frames_per_chunk=8, skip_secs=0))
+    assert len(chunks) == 4  # 29.6 s in 8 s chunks (the header's 4.5 s made one)
+    times = decoded_times(skipping_avi)
+    for k, (frames, meta) in enumerate(chunks):
+        assert 8 * k <= meta.start_time < 8 * k + 1 and meta.start_time == times[meta.start_frame]
+        assert len(frames) == len(meta.frame_indices) and meta.timestamps[-1] < meta.duration
+        absolute = [meta.start_time + t for t in meta.timestamps]
+        assert absolute == pytest.approx([times[meta.start_frame + i] for i in meta.frame_indices])
+    assert sum(m.duration for _, m in chunks) == pytest.approx(444 / 15)
+    frames, meta = load_video(skipping_avi, start=8.0, end=16.0)
+    assert (
+        meta.start_frame == chunks[1][1].start_frame
+        and meta.total_num_frames == chunks[1][1].total_num_frames
+    )
+
+
+def test_timeline_rule():
+    regular = FrameTimeline.from_timestamps(np.arange(150) / 30, 30.0, 1 / 30)
+    assert regular.times is None and regular.end == 5.0  # constant rate: SmolVLM2's index rule
+    dropped = FrameTimeline.from_timestamps(np.array([0, *range(2, 151)]) / 30, 30.0, 1 / 30)  # like b.avi
+    assert dropped.times is None and dropped.count == 150
+    drift = np.concatenate([np.arange(10) * 0.1, 1.0 + np.arange(10)])  # 10 fps, then 1 fps
+    timeline = FrameTimeline.from_timestamps(drift, 19 / 10.0, None)
+    assert timeline.times is not None and timeline.end == pytest.approx(
+        10.0 + 0.1
+    )  # last shown: shortest gap
+    assert timeline.frames_between(1.0, 5.0) == (10, 14)
+    assert timeline.chunk_bounds(None, 2) == [0, 15, 20]  # halves of 10.1 s
+    broken = FrameTimeline.from_timestamps(np.array([0.0, 0.0, 5.0]), 10.0, None)  # duplicate stamps
+    assert broken.times is None
+
+
+# ---- frame size changes -------------------------------------------------------------------------
+
+
+def test_frame_size_change_mid_stream_is_decoded(tmp_path):
+    from fixtures.videos import write_size_change_video
+
+    path = write_size_change_video(tmp_path / "switch.h264", [(8, (48, 64)), (8, (72, 96)), (4, (48, 64))])
+    with pytest.warns(UserWarning, match=r"switch.h264.*size changes mid-stream \(64x48 to 96x72\)"):
+        frames, meta = load_video(path, num_frames=20, target_fps=100)
+    assert frames.shape == (20, 48, 64, 3) and (meta.width, meta.height) == (64, 48)
+    assert [frame_index_of(f) for f in frames] == list(range(20))  # every frame, in order, resized
