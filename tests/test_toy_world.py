@@ -180,3 +180,117 @@ def test_grid_targets_mark_the_objects_cells():
         cell = int(obj.y // 16) * 4 + int(obj.x // 16)
         assert targets[0, cell, list(COLORS).index(obj.color)] == 1.0
         assert targets[0, cell, len(COLORS) + SHAPES.index(obj.shape)] == 1.0
+
+
+# ---- the second, independent renderer ---------------------------------------------------------
+
+
+def _centroid(frame: np.ndarray, color: tuple[int, int, int]) -> tuple[float, float] | None:
+    mask = np.abs(frame.astype(int) - np.array(color)).sum(-1) < 60  # [H, W]
+    if mask.sum() < 10:
+        return None
+    rows, cols = np.nonzero(mask)
+    return float(cols.mean()), float(rows.mean())
+
+
+def test_shifted_clips_are_seeded_held_out_and_near_the_trained_length():
+    from transformers_v2l.video_sampling import sample_frame_indices
+
+    a, b = toy_world.sample_shifted_clip(4), toy_world.sample_shifted_clip(4)
+    np.testing.assert_array_equal(a.frames, b.frames)
+    assert a.caption == b.caption and a.qa == b.qa
+    for seed in range(40):
+        clip = toy_world.sample_shifted_clip(seed, render=seed < 10)
+        assert _pairs(clip) & HELD_OUT_PAIRS
+        assert clip.background["num_frames"] in toy_world.SHIFTED_FRAME_COUNTS
+        assert len(sample_frame_indices(clip.background["num_frames"], FPS, num_frames=8)) in (7, 8)
+        if seed < 10:
+            assert clip.frames.shape == (clip.background["num_frames"], FRAME_SIZE, FRAME_SIZE, 3)
+    assert not _pairs(toy_world.sample_shifted_clip(1, held_out=False, render=False)) & HELD_OUT_PAIRS
+
+
+def test_shifted_events_show_in_the_sampled_frames():
+    """What the text says happens is visible in the frames the 1 fps rule samples: moves, appearances, order."""
+    from transformers_v2l.video_sampling import sample_frame_indices
+
+    checked = set()
+    for seed in range(30):
+        clip = toy_world.sample_shifted_clip(seed)
+        seen = clip.frames[sample_frame_indices(len(clip.frames), FPS, num_frames=8)]
+        first = clip.events[0]
+        obj = clip.objects[first.obj]
+        spots = [_centroid(frame, COLORS[obj.color]) for frame in seen]
+        if first.kind == "move":
+            (x0, y0), (x1, y1) = spots[0], spots[-1]
+            dx, dy = toy_world.DIRECTIONS[first.value]
+            assert (x1 - x0) * dx + (y1 - y0) * dy > 8, (seed, spots)
+            checked.add("move")
+        elif first.kind == "appear":
+            assert spots[0] is None and spots[-1] is not None
+            checked.add("appear")
+        elif first.kind == "disappear":
+            assert spots[0] is not None and spots[-1] is None
+            checked.add("disappear")
+    assert checked == {"move", "appear", "disappear"}
+
+
+def test_generate_shifted_world_writes_videos_and_a_manifest(tmp_path):
+    from transformers_v2l.video_io import load_video
+
+    path = toy_world.generate_shifted_world(tmp_path, num_clips=3, seed=2)
+    rows = read_manifest(path)
+    assert [r["id"] for r in rows if r["task_type"] == "caption"] == [
+        f"shifted-{i:05d}-caption" for i in range(3)
+    ]
+    frames, meta = load_video(rows[0]["video_path"], num_frames=8)
+    assert meta.total_num_frames == rows[0]["metadata"]["background"]["num_frames"]
+    assert frames.shape[1:] == (FRAME_SIZE, FRAME_SIZE, 3)
+    assert toy_world.generate_shifted_world(tmp_path, num_clips=3, seed=2).read_text() == path.read_text()
+
+
+# ---- recognizing toy-world clips --------------------------------------------------------------
+
+
+def test_toy_world_clips_are_recognized_after_encoding(tmp_path):
+    from transformers_v2l.video_io import load_video
+
+    for seed in range(6):
+        clip = make_clip(seed, "test") if seed % 2 else toy_world.sample_shifted_clip(seed)
+        path = toy_world.write_video(clip.frames, tmp_path / f"{seed}.mp4")
+        frames, _ = load_video(str(path), num_frames=8)
+        assert toy_world.looks_like_toy_world(frames), seed
+    assert toy_world.looks_like_toy_world(make_clip(0).frames[0])  # one frame
+    assert toy_world.looks_like_toy_world(make_clip(0).frames.transpose(0, 3, 1, 2))  # [T, 3, H, W]
+
+
+def test_other_pictures_are_not_toy_world_clips():
+    rng = np.random.default_rng(0)
+    clip = make_clip(1).frames
+    assert not toy_world.looks_like_toy_world(np.zeros_like(clip))  # nothing in it
+    assert not toy_world.looks_like_toy_world(rng.integers(0, 256, clip.shape, dtype=np.uint8))  # noise
+    assert not toy_world.looks_like_toy_world(np.concatenate([clip, clip], axis=2))  # not square
+    assert toy_world.toy_world_frame_size(64, 64) and toy_world.toy_world_frame_size(128, 128)
+    assert not toy_world.toy_world_frame_size(128, 64) and not toy_world.toy_world_frame_size(256, 256)
+    bright = np.clip(clip.astype(int) + 120, 0, 255).astype(np.uint8)
+    assert not toy_world.looks_like_toy_world(bright)  # no dark background
+
+
+@pytest.mark.parametrize("name", ["bikes.mp4", "world.mp4", "a.mp4", "carphone_distorted.mp4"])
+def test_real_videos_are_not_toy_world_clips(real_clip, name):
+    from PIL import Image
+
+    from transformers_v2l.video_io import load_video
+
+    frames, _ = load_video(str(real_clip(name)), num_frames=8)
+    assert not toy_world.looks_like_toy_world(frames)
+    square = np.stack([np.asarray(Image.fromarray(f).resize((64, 64))) for f in frames])
+    assert not toy_world.looks_like_toy_world(square)  # not even squeezed to the world's frame size
+
+
+def test_looks_like_toy_world_refuses_what_is_not_uint8_rgb():
+    from transformers_v2l.errors import InvalidArgumentError
+
+    with pytest.raises(InvalidArgumentError, match="uint8"):
+        toy_world.looks_like_toy_world(make_clip(0).frames / 255.0)
+    with pytest.raises(InvalidArgumentError, match=r"\[T, H, W, 3\]"):
+        toy_world.looks_like_toy_world(np.zeros((4, 64, 64), np.uint8))

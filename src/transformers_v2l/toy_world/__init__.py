@@ -23,6 +23,7 @@ Example:
     ```
 """
 
+from .detect import looks_like_toy_world, toy_world_frame_size
 from .manifest import generate_world, manifest_rows, read_manifest
 from .render import grid_targets, make_clip, render_clip, write_video
 from .scene import (
@@ -47,6 +48,7 @@ from .scene import (
     reasoned_answer,
     sample_clip,
 )
+from .shifted import SHIFTED_FRAME_COUNTS, generate_shifted_world, render_shifted_clip, sample_shifted_clip
 
 __all__ = [
     "ANSWER_MARKER",
@@ -60,6 +62,7 @@ __all__ = [
     "NUMBER_WORDS",
     "NUM_FRAMES",
     "SHAPES",
+    "SHIFTED_FRAME_COUNTS",
     "SPLITS",
     "ToyClip",
     "WorldEvent",
@@ -67,13 +70,18 @@ __all__ = [
     "corpus",
     "dialog_prompt",
     "final_answer",
+    "generate_shifted_world",
     "generate_world",
     "grid_targets",
+    "looks_like_toy_world",
     "make_clip",
     "manifest_rows",
     "read_manifest",
     "reasoned_answer",
     "render_clip",
+    "render_shifted_clip",
     "sample_clip",
+    "sample_shifted_clip",
+    "toy_world_frame_size",
     "write_video",
 ]

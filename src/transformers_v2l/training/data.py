@@ -19,10 +19,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import random
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,10 @@ __all__ = [
     "REQUIRED_COLUMNS",
     "SPAN_KINDS",
     "SpanSampler",
+    "TaskMixture",
+    "TaskMixtureSampler",
     "Video2LoraDataset",
+    "example_task_types",
     "expand_spans",
     "load_example_video",
     "load_examples",
@@ -177,7 +181,7 @@ def load_examples(
 
         datasets = require("datasets", "training", "Loading training data")
         if path.is_dir() and (path / "teacher_config.json").exists():
-            from .teacher import load_teacher_dataset
+            from .teacher_outputs import load_teacher_dataset
 
             source = load_teacher_dataset(path)
         elif path.is_dir():
@@ -381,3 +385,219 @@ def expand_spans(examples: Iterable[dict], sampler: SpanSampler, spans_per_video
                 row["id"] = f"{example['id']}#span{draw}"
             rows.append(row)
     return rows
+
+
+# ---- task mixtures -------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class TaskMixture:
+    """How often each task type is drawn for training: captions and questions, for example.
+
+    The paper trains on captioning only and names mixed captioning and question-answering supervision
+    as future work for the answer-style gap of zero-shot QA. A mixture keys on each example's
+    `task_type` column (the manifests' `caption`, `qa`, ...): a type is drawn with probability
+    proportional to its weight, whatever its number of rows. The loss stays normalized by response
+    tokens, so a type with long responses (captions) weighs more per example than one with short
+    answers; raise the short type's weight to compensate.
+
+    Args:
+        weights: `{task_type: weight}`, relative weights >= 0 (a type with weight 0 is never drawn).
+
+    Example:
+        ```python
+        mixture = TaskMixture.parse("caption=1,qa=3")
+        mixture.probabilities()  # {'caption': 0.25, 'qa': 0.75}
+        ```
+    """
+
+    weights: Mapping[str, float] = field(default_factory=dict)
+
+    def __post_init__(self):
+        from ..errors import InvalidArgumentError
+
+        weights = {str(k): float(v) for k, v in dict(self.weights).items()}
+        bad = {k: v for k, v in weights.items() if not math.isfinite(v) or v < 0}
+        if not weights or bad or sum(weights.values()) <= 0:
+            raise InvalidArgumentError(
+                "A task mixture needs weights >= 0 for each task type, at least one of them positive, got "
+                f"{dict(self.weights)!r}; for example 'caption=1,qa=3'."
+            )
+        object.__setattr__(self, "weights", weights)
+
+    @classmethod
+    def parse(cls, spec: TaskMixture | Mapping[str, float] | str) -> TaskMixture:
+        """A mixture from `"caption=1,qa=3"` (or `caption:1 qa:3`), a mapping, or a mixture.
+
+        Args:
+            spec: the mixture's text form, a `{task_type: weight}` mapping, or a `TaskMixture`.
+
+        Returns:
+            The `TaskMixture`.
+
+        Raises:
+            InvalidArgumentError: the text is not `type=weight` pairs, or a weight is negative.
+
+        Example:
+            ```python
+            TaskMixture.parse("caption=2, qa=1").weights  # {'caption': 2.0, 'qa': 1.0}
+            ```
+        """
+        from ..errors import InvalidArgumentError
+
+        if isinstance(spec, TaskMixture):
+            return spec
+        if isinstance(spec, Mapping):
+            return cls(dict(spec))
+        weights = {}
+        for item in str(spec).replace(",", " ").split():
+            name, sep, value = item.replace(":", "=").partition("=")
+            try:
+                weights[name.strip()] = float(value)
+            except ValueError:
+                sep = ""
+            if not sep or not name.strip():
+                raise InvalidArgumentError(
+                    f"Cannot read the task mixture {spec!r}: write task_type=weight pairs, such as 'caption=1,qa=3'."
+                ) from None
+        return cls(weights)
+
+    def probabilities(self) -> dict[str, float]:
+        """Each task type's probability of being drawn (the weights, normalized).
+
+        Returns:
+            `{task_type: probability}`, in the order of `weights`.
+
+        Example:
+            ```python
+            TaskMixture({"caption": 1, "qa": 1}).probabilities()  # {'caption': 0.5, 'qa': 0.5}
+            ```
+        """
+        total = sum(self.weights.values())
+        return {name: weight / total for name, weight in self.weights.items()}
+
+    def check(self, task_types: Sequence[str | None]) -> dict[str, int]:
+        """Check that the examples' task types fit the mixture; count the examples of each.
+
+        Args:
+            task_types: the task type of every example (`example_task_types`).
+
+        Returns:
+            `{task_type: number of examples}` for the mixture's types.
+
+        Raises:
+            InvalidArgumentError: an example has a task type the mixture does not name (give it weight
+                0 to leave it out), or a type with a positive weight has no example.
+
+        Example:
+            ```python
+            TaskMixture.parse("caption=1,qa=1").check(["caption", "qa", "qa"])  # {'caption': 1, 'qa': 2}
+            ```
+        """
+        from ..errors import InvalidArgumentError
+
+        counts = {name: 0 for name in self.weights}
+        unknown = {}
+        for task in task_types:
+            if task in counts:
+                counts[task] += 1
+            else:
+                unknown[task] = unknown.get(task, 0) + 1
+        if unknown:
+            raise InvalidArgumentError(
+                f"The training data has examples of task types the mixture {self.weights} does not name: "
+                f"{unknown} (as `task_type` column values). Name every type, with weight 0 to leave one out."
+            )
+        empty = [name for name, weight in self.weights.items() if weight > 0 and counts[name] == 0]
+        if empty:
+            raise InvalidArgumentError(
+                f"The task mixture draws {empty} but the training data has no example of that task type "
+                f"(counts: {counts})."
+            )
+        return counts
+
+
+def example_task_types(dataset: Any) -> list[str | None]:
+    """The `task_type` of every example of a dataset, in order, read without decoding anything.
+
+    Args:
+        dataset: a `Video2LoraDataset`, a `datasets.Dataset`, or a sequence of example dicts.
+
+    Returns:
+        One task type (or `None`) per example.
+
+    Example:
+        ```python
+        example_task_types([{"task_type": "caption"}, {"task_type": "qa"}])  # ['caption', 'qa']
+        ```
+    """
+    rows = dataset.examples if isinstance(dataset, Video2LoraDataset) else dataset
+    column_names = getattr(rows, "column_names", None)
+    if column_names is not None:  # a datasets.Dataset: read the column at once
+        return list(rows["task_type"]) if "task_type" in column_names else [None] * len(rows)
+    return [row.get("task_type") for row in rows]
+
+
+class TaskMixtureSampler(torch.utils.data.Sampler):
+    """Dataset indices drawn by task type: first a type by its weight, then that type's next example.
+
+    Each type's examples come in a shuffled order and all are used before any repeats. The draws are a
+    pure function of `(seed, epoch)`, so every process of a distributed run and a resumed run see the
+    same order (`Trainer` calls `set_epoch`).
+
+    Args:
+        task_types: each example's task type, in dataset order (`example_task_types`).
+        mixture: the `TaskMixture` (or its text form).
+        num_samples: indices per epoch; defaults to the number of examples.
+        seed: base seed of the draws.
+
+    Example:
+        ```python
+        sampler = TaskMixtureSampler(["caption", "qa", "qa", "qa"], "caption=1,qa=1", seed=0)
+        list(sampler)  # four indices, about half of them 0
+        ```
+    """
+
+    def __init__(
+        self,
+        task_types: Sequence[str | None],
+        mixture: TaskMixture | Mapping[str, float] | str,
+        num_samples: int | None = None,
+        seed: int = 0,
+    ):
+        self.mixture = TaskMixture.parse(mixture)
+        self.mixture.check(task_types)
+        self.indices = {
+            name: [i for i, t in enumerate(task_types) if t == name] for name in self.mixture.weights
+        }
+        self.num_samples = len(task_types) if num_samples is None else int(num_samples)
+        self.seed = int(seed)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Draw the order of epoch `epoch` next (called by `Trainer` at the start of each epoch).
+
+        Args:
+            epoch: the epoch number.
+
+        Example:
+            ```python
+            sampler.set_epoch(1)
+            ```
+        """
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+    def __iter__(self) -> Iterator[int]:
+        import numpy as np
+
+        rng = np.random.default_rng([self.seed, self.epoch, 7919])
+        names = [name for name, weight in self.mixture.weights.items() if weight > 0]
+        probabilities = np.array([self.mixture.weights[name] for name in names], dtype=np.float64)
+        picks = rng.choice(len(names), size=self.num_samples, p=probabilities / probabilities.sum())
+        orders = {name: [] for name in names}
+        for pick in picks:
+            name = names[int(pick)]
+            if not orders[name]:  # every example of this type once, then a new shuffle
+                orders[name] = [self.indices[name][int(j)] for j in rng.permutation(len(self.indices[name]))]
+            yield orders[name].pop()
