@@ -31,7 +31,7 @@ import torch
 
 from transformers_v2l import Video2LoraConfig, Video2LoraHypernetwork
 from transformers_v2l.injection import inject_lora
-from transformers_v2l.testing import build_random_smolvlm
+from transformers_v2l.testing import build_random_vlm
 
 PHASES = [
     "encode",
@@ -91,7 +91,7 @@ def run_step(hn, optimizer, encoder: dict, text: dict) -> dict[str, float]:
         tensors = [*out.lora_A.values(), *out.lora_B.values()]
 
         def answer():
-            with inject_lora(hn.backbone, out.lora_A, out.lora_B, hn.config.scaling):
+            with inject_lora(hn.family, out.lora_A, out.lora_B, hn.config.scaling):
                 hidden = vlm.model(
                     input_ids=text["input_ids"], attention_mask=text["attention_mask"]
                 ).last_hidden_state
@@ -116,7 +116,9 @@ def run_step(hn, optimizer, encoder: dict, text: dict) -> dict[str, float]:
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--preset", default="500m", help="Real shapes from transformers_v2l.testing.REAL_SHAPES."
+        "--preset",
+        default="500m",
+        help="Real shapes: a SmolVLM2 preset of transformers_v2l.testing.presets().",
     )
     parser.add_argument("--steps", type=int, default=3, help="Timed steps (after one warm-up step).")
     parser.add_argument("--frames", type=int, default=12)
@@ -129,7 +131,7 @@ def main(argv=None) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    vlm = build_random_smolvlm(args.preset, dtype=torch.bfloat16)
+    vlm = build_random_vlm(args.preset, dtype=torch.bfloat16)
     vlm.requires_grad_(False)
     torch.manual_seed(0)
     config = Video2LoraConfig.from_base_model(vlm)  # the paper's hypernetwork: rank 16, latent 512, down_proj

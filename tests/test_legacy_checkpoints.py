@@ -45,6 +45,10 @@ def test_tiny_world_model_of_01_same_adapter_and_answers(expected):
     answers = json.loads((LEGACY / "expected_answers.json").read_text())
     assert hn.answer(adapter, answers["questions"], max_new_tokens=32) == answers["answers"]
     assert hn.answer(adapter, hn.processor.answer["recall_prompt"]) == answers["recalled_caption"]
+    weight = hn.family.target_module(0, "down_proj").weight.clone()
+    with hn.use_adapter(adapter):  # merged: the frozen reader runs on the original weights for its turn
+        assert hn.answer(adapter, answers["questions"], max_new_tokens=32) == answers["answers"]
+    assert torch.equal(hn.family.target_module(0, "down_proj").weight, weight)
 
 
 def test_hypernetwork_saved_by_01_uses_its_config_settings_and_resaves_in_the_new_layout(expected, tmp_path):

@@ -15,7 +15,7 @@ from transformers_v2l.families.smolvlm import SmolVLMFamily, resize_output_size
 from transformers_v2l.processing_video2lora import Video2LoraProcessor
 from transformers_v2l.video_io import load_video
 
-FIXTURE_A = Path(__file__).resolve().parents[2] / "shared" / "frames2lora" / "fixture-A"
+FIXTURE_A = Path(__file__).resolve().parent / "data" / "frames2lora" / "fixture-A"
 needs_fixture_a = pytest.mark.skipif(
     not FIXTURE_A.is_dir(), reason="shared/frames2lora/fixture-A is not beside the repo"
 )

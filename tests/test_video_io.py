@@ -17,7 +17,7 @@ from transformers_v2l.errors import EmptyVideoError, InvalidArgumentError, Video
 from transformers_v2l.video_io import check_video_source, iter_video_chunks, load_video, probe_video
 from transformers_v2l.video_sampling import FrameTimeline, sample_frame_indices
 
-FIXTURE_A = Path(__file__).resolve().parents[2] / "shared" / "frames2lora" / "fixture-A"
+FIXTURE_A = Path(__file__).resolve().parent / "data" / "frames2lora" / "fixture-A"
 
 
 def reference_frames(path, indices=()) -> tuple[int, dict[int, np.ndarray]]:

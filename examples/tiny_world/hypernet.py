@@ -103,19 +103,19 @@ def cache_features(
     The base model is frozen, so its features never change: computing them once per clip is exactly
     what the trainer's own encoder pass would compute at every step.
     """
-    from transformers_v2l.backbones import get_backbone
+    from transformers_v2l.families import get_family
 
     path = work / f"features_{split}.pt"
     if path.exists():
         return torch.load(path)
     model, _ = load_base(work)
-    backbone, processor = get_backbone(model), load_processor(work, cfg)
+    family, processor = get_family(model), load_processor(work, cfg)
     loader = cached_video_loader(work, split)
     chunks = []
     for i in range(0, len(examples), batch_size):
         inputs = processor.internalization_inputs([loader(e) for e in examples[i : i + batch_size]])
         tensors = {k: v for k, v in inputs.items() if torch.is_tensor(v)}
-        features, _ = backbone.extract_features(**tensors)
+        features, _ = family.extract_features(**tensors)
         chunks.append(features.to(torch.bfloat16))
     features = torch.cat(chunks)
     torch.save(features, path.with_suffix(".tmp"))
@@ -135,8 +135,6 @@ def build_hypernetwork(cfg: RecipeConfig, base_model, work: Path, processor=None
         num_key_value_heads=cfg.hn_kv_heads,
         attention_head_dim=cfg.hn_head_dim,
         input_expansion=cfg.hn_input_expansion,
-        num_frames=cfg.num_frames,
-        longest_edge=cfg.image_size,
     )
     torch.manual_seed(cfg.seed)
     return Video2LoraHypernetwork(config, base_model=base_model, processor=processor)
@@ -171,7 +169,7 @@ def adapter_loss(hn, features, input_ids, attention_mask, labels) -> torch.Tenso
     mask = torch.ones(features.shape[0], features.shape[2], dtype=torch.long)
     out = hn(context_features=features, context_attention_mask=mask)
     lora_A, lora_B = out.lora_A, out.lora_B
-    with inject_lora(hn.backbone, lora_A, lora_B, hn.config.scaling):
+    with inject_lora(hn.family, lora_A, lora_B, hn.config.scaling):
         return hn.vlm(input_ids=input_ids, attention_mask=attention_mask, labels=labels).loss
 
 

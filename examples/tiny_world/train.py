@@ -163,13 +163,13 @@ def load_frames(work: Path, split: str) -> dict:
 
 
 def build_tokenizer(cfg: RecipeConfig):
-    from transformers_v2l.testing import build_tiny_tokenizer
+    from transformers_v2l.families.smolvlm import SmolVLMFamily
 
     corpus = toy_world.corpus(tuple(cfg.caption_styles.split(",")), answer_marker=cfg.qa_format == "reasoned")
     header = video_prompt_text(list(range(0, 16, 2)), 2.0, 8.0, 1).replace("<image>", "")
     corpus += [header] * 50 + [f"Frame from 00:{s:02d}: 0:00:{s:02d}" for s in range(16)] * 20
     corpus += ["Internalize this video for later captioning.", "User: Assistant:"] * 50
-    return build_tiny_tokenizer(corpus, cfg.vocab_size)
+    return SmolVLMFamily.build_tokenizer(corpus, cfg.vocab_size)
 
 
 # ---- step 2: the base VLM -------------------------------------------------------------------
@@ -258,7 +258,7 @@ def train_base(work: Path, cfg: RecipeConfig, manifests: dict[str, Path]) -> Pat
     out = work / "base"
     if (out / "model.safetensors").exists():
         return out
-    from transformers_v2l.testing import save_tiny_smolvlm
+    from transformers_v2l.families.smolvlm import SmolVLMFamily
 
     tokenizer = build_tokenizer(cfg)
     model = build_base_model(cfg, tokenizer)
@@ -328,7 +328,7 @@ def train_base(work: Path, cfg: RecipeConfig, manifests: dict[str, Path]) -> Pat
     hook.remove()
     model.eval()
     tmp = work / "base.tmp"
-    save_tiny_smolvlm(model, tokenizer, tmp, longest_edge=cfg.image_size)
+    SmolVLMFamily.save_tiny_model(model, tokenizer, tmp, longest_edge=cfg.image_size)
     _patch_preprocessor(tmp, cfg)
     (tmp / "training_losses.json").write_text(json.dumps(history))
     os.replace(tmp, out)

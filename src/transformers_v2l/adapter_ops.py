@@ -13,8 +13,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
 import torch
@@ -363,6 +364,32 @@ class MergedAdapter:
         self._backups = {}
         if getattr(self.model, MERGED_ATTRIBUTE, None) is self:
             setattr(self.model, MERGED_ATTRIBUTE, None)
+
+    @contextlib.contextmanager
+    @torch.no_grad()
+    def suspended(self) -> Iterator[None]:
+        """Inside the block the model has its original weights; the merged ones come back after, bit-exactly.
+
+        For a pass of the frozen model while an adapter is merged (for example a checkpoint whose
+        answering protocol has the frozen model read what the adapter recalled).
+
+        Returns:
+            A context manager.
+
+        Example:
+            ```python
+            with adapter.merge_into(vlm) as handle, handle.suspended():
+                vlm.generate(**inputs)  # the frozen model
+            ```
+        """
+        merged = {path: self.model.get_submodule(path).weight.detach().clone() for path in self._backups}
+        try:
+            for path, original in self._backups.items():
+                self.model.get_submodule(path).weight.copy_(original)
+            yield
+        finally:
+            for path, weight in merged.items():
+                self.model.get_submodule(path).weight.copy_(weight)
 
     def __enter__(self) -> MergedAdapter:
         return self

@@ -64,6 +64,7 @@ def _chunk_iterator(
     chunks: int | None,
     fps: float,
     skip_secs: float,
+    sampler,
 ):
     from .video_io import iter_video_chunks
 
@@ -74,6 +75,7 @@ def _chunk_iterator(
         target_fps=fps,
         skip_secs=skip_secs,
         compute_sha256=False,
+        sampler=sampler,
         **spans,
     )
 
@@ -120,7 +122,9 @@ def iter_chunk_adapters(
     if batch_size < 1 or chunk_frames < 1:
         raise ValueError(f"batch_size and chunk_frames must be >= 1, got {batch_size} and {chunk_frames}.")
     batch: list = []
-    source = _chunk_iterator(video, chunk_frames, chunks, fps, skip_secs)
+    source = _chunk_iterator(
+        video, chunk_frames, chunks, fps, skip_secs, hn.processor.family_class.sample_frame_indices
+    )
     try:
         for item in source:
             batch.append(item)  # (frames [t, H, W, 3] uint8, VideoMetadata)

@@ -483,7 +483,7 @@ class Video2LoraHypernetwork(Video2LoraPipelineMixin, Video2LoraPreTrainedModel)
             metadata: one provenance dict per video (recorded in the adapters' cards).
 
         Returns:
-            `B` adapters bound to this hypernetwork's base model and scaling.
+            `B` adapters bound to this hypernetwork's base model (`runtime.base_model_name`) and scaling.
 
         Example:
             ```python
@@ -499,7 +499,7 @@ class Video2LoraHypernetwork(Video2LoraPipelineMixin, Video2LoraPreTrainedModel)
                 lora_A={m: t[row] for m, t in output.lora_A.items()},  # [L, R, d_in]
                 lora_B={m: t[row] for m, t in output.lora_B.items()},  # [L, R, d_out]
                 scaling=self.config.scaling,
-                base_model_name_or_path=self.config.base_model_name_or_path,
+                base_model_name_or_path=self.runtime.base_model_name,
                 base_model_type=self.config.base_model_type,
                 metadata=meta,
             )

@@ -286,7 +286,31 @@ class Video2LoraPipelineMixin:
         return answers[0] if single else answers
 
     def _answer_after_recall(self, rows, prompts, hooked, options) -> list[str]:
-        """The recall protocol: each adapter recalls a description; the question is the next chat turn."""
+        """The recall protocol: each adapter recalls a description; the question is the next chat turn.
+
+        The recall prompt itself is asked directly (its answer is the description).
+        """
+        protocol = self.processor.answer
+        recall = protocol["recall_prompt"]
+        asked = [i for i, q in enumerate(prompts) if q == recall]
+        others = [i for i, q in enumerate(prompts) if q != recall]
+        answers: dict[int, str] = {}
+        if asked:
+            direct = None if hooked is None else [hooked[i] for i in asked]
+            texts = self.runtime.generate(
+                self.processor.query_inputs([recall] * len(asked)), adapters=direct, **options
+            )
+            answers.update(zip(asked, texts))
+        if others:
+            subset = None if hooked is None else [hooked[i] for i in others]
+            texts = self._recall_then_answer(
+                [rows[i] for i in others], [prompts[i] for i in others], subset, options
+            )
+            answers.update(zip(others, texts))
+        return [answers[i] for i in range(len(prompts))]
+
+    def _recall_then_answer(self, rows, prompts, hooked, options) -> list[str]:
+        """Recall once per distinct adapter, then ask each question as the turn after the recall."""
         protocol = self.processor.answer
         recall, unique = protocol["recall_prompt"], list({id(a): a for a in rows}.values())
         recalled = self.runtime.generate(
@@ -300,16 +324,15 @@ class Video2LoraPipelineMixin:
              {"role": "user", "content": q}]
             for a, q in zip(rows, prompts)
         ]  # fmt: skip
-        reader = None
-        if protocol["reader"] == "adapter":
-            reader = hooked
-        elif hooked is None:
-            raise RuntimeError(
-                "This checkpoint answers after recalling a description, read by the frozen model: it cannot answer "
-                "inside `use_adapter()`. Call `answer` outside the block."
+        if protocol["reader"] == "adapter" or hooked is not None:
+            reader = hooked if protocol["reader"] == "adapter" else None
+            answers = self.runtime.generate(
+                self.processor.chat_inputs(conversations), adapters=reader, **options
             )
-        answers = self.runtime.generate(self.processor.chat_inputs(conversations), adapters=reader, **options)
-        return [by_adapter[id(a)] if q == recall else text for a, q, text in zip(rows, prompts, answers)]
+        else:  # merged, and the frozen model reads: its own weights for this pass
+            with self.runtime.merged.suspended():
+                answers = self.runtime.generate(self.processor.chat_inputs(conversations), **options)
+        return answers
 
     @torch.no_grad()
     def answer_plain(

@@ -30,6 +30,7 @@ from transformers.processing_utils import ProcessorMixin
 from .errors import HubUnavailableError
 from .families import FAMILIES, Video2LoraFamily, family_class
 from .hub import hub_unavailable_error, hub_unreachable
+from .video_frames import frames_from_memory
 from .video_io import is_single_video, load_video
 from .video_sampling import VideoMetadata
 
@@ -191,13 +192,7 @@ class Video2LoraProcessor(ProcessorMixin):
         saved = read_json("processor_config.json") or {}
         if saved.get("processor_class") == cls.__name__:
             return _upgrade_saved_settings(saved)
-        config = read_json("config.json")
-        if not config or "model_type" not in config:
-            raise ValueError(
-                f"{path!r} is neither a Video2LoraProcessor folder (processor_config.json) nor a VLM checkpoint "
-                "(config.json with a model_type)."
-            )
-        family = family_class(config["model_type"])
+        family = _family_of_checkpoint(read_json, saved, path)
         found = family.vision_settings_from_files(read_json)
         settings: dict[str, Any] = {"family": family.name, "vision": {}}
         for key, value in found.items():
@@ -301,9 +296,15 @@ class Video2LoraProcessor(ProcessorMixin):
     # ---- videos -------------------------------------------------------------------------------------
     def _decode(self, video: Any, num_frames: int | None) -> tuple[np.ndarray, VideoMetadata]:
         if isinstance(video, tuple) and len(video) == 2 and isinstance(video[1], VideoMetadata):
-            return np.asarray(video[0]), video[1]
+            return frames_from_memory(video[0])[0], video[1]  # already sampled: any frame layout
         frames = self.num_frames if num_frames is None else num_frames
-        return load_video(video, num_frames=frames, target_fps=self.fps, skip_secs=self.skip_secs)
+        return load_video(
+            video,
+            num_frames=frames,
+            target_fps=self.fps,
+            skip_secs=self.skip_secs,
+            sampler=self.family_class.sample_frame_indices,
+        )
 
     def video_inputs(
         self,
@@ -354,6 +355,7 @@ class Video2LoraProcessor(ProcessorMixin):
             pixels.append(clip)
             metadata.append(meta)
         data: dict[str, Any] = {**self.tokenize(prompts, padding_side), **family.collate_video_pixels(pixels)}
+        data.update(family.video_batch_inputs(self, data["input_ids"], metadata))
         if return_metadata:
             data["video_metadata"] = metadata
         return BatchFeature(data)
@@ -601,6 +603,24 @@ def _conversation_video(conversation: list[dict[str, Any]]) -> tuple[Any, str] |
     if video is None:
         raise ValueError("A video item needs a 'video', 'path' or 'url' entry.")
     return video, texts[0]
+
+
+def _family_of_checkpoint(read_json, saved: dict, path: str) -> type[Video2LoraFamily]:
+    """The family of a base checkpoint: its config.json's `model_type`, else its official processor's class."""
+    config = read_json("config.json") or {}
+    if "model_type" in config:
+        return family_class(config["model_type"])
+    names = {
+        saved.get("processor_class"),
+        (read_json("preprocessor_config.json") or {}).get("processor_class"),
+    }
+    for family in dict.fromkeys(FAMILIES.values()):
+        if names & set(family.processor_classes):
+            return family
+    raise ValueError(
+        f"{path!r} is neither a Video2LoraProcessor folder (processor_config.json) nor a checkpoint of a known "
+        f"VLM family (config.json with a model_type, or a processor_class among {sorted(FAMILIES)}'s)."
+    )
 
 
 def _upgrade_saved_settings(saved: dict[str, Any]) -> dict[str, Any]:

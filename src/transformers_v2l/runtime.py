@@ -104,6 +104,13 @@ class Video2LoraRuntime:
         """The attached base VLM (see `family` for when it is not loaded)."""
         return self.family.model
 
+    @property
+    def base_model_name(self) -> str | None:
+        """The base model's name as adapters record it: the loaded model's (a Hub id, or the folder it was read from), else the config's."""
+        if self._family is not None and getattr(self.vlm, "name_or_path", None):
+            return self.vlm.name_or_path
+        return self.config.base_model_name_or_path
+
     def attach_base_model(self, base_model: torch.nn.Module) -> None:
         """Use `base_model` as the frozen VLM; its family and text-tower shapes must match the configuration.
 

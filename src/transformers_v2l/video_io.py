@@ -61,7 +61,7 @@ from .video_probe import (
     probe_video,
 )
 from .video_probe import video_stream as _video_stream
-from .video_sampling import FrameTimeline, VideoMetadata, check_number, check_sampling_arguments
+from .video_sampling import FrameTimeline, Sampler, VideoMetadata, check_number, check_sampling_arguments
 
 logger = logging.getLogger(__name__)
 
@@ -308,6 +308,7 @@ def load_video(
     video_fps: float | None = None,
     max_pixels: int = MAX_DECODE_PIXELS,
     compute_sha256: bool = True,
+    sampler: Sampler | None = None,
 ) -> tuple[np.ndarray, VideoMetadata]:
     """Decode the frames SmolVLM2 samples from a video, and describe them.
 
@@ -324,6 +325,8 @@ def load_video(
             timing, or 1 fps for arrays.
         max_pixels: Frames with more pixels are shrunk at decode time (see the module docstring).
         compute_sha256: Hash the file (one extra read) for `metadata.sha256`.
+        sampler: A VLM family's frame-sampling rule (`Video2LoraFamily.sample_frame_indices`); default
+            SmolVLM2's. Files with irregular timestamps use SmolVLM2's rule on time.
 
     Returns:
         `(frames, metadata)`: `frames` is a `[T, H, W, 3]` uint8 array of the sampled frames, all of
@@ -354,7 +357,12 @@ def load_video(
             )
         return [(first, stop)]
 
-    sampling = {"num_frames": num_frames, "target_fps": target_fps, "skip_secs": skip_secs}
+    sampling = {
+        "num_frames": num_frames,
+        "target_fps": target_fps,
+        "skip_secs": skip_secs,
+        "sampler": sampler,
+    }
     clips = _iter_clips(source, span, sampling, video_fps, max_pixels, compute_sha256)
     try:
         return next(clips)
@@ -373,6 +381,7 @@ def iter_video_chunks(
     video_fps: float | None = None,
     max_pixels: int = MAX_DECODE_PIXELS,
     compute_sha256: bool = True,
+    sampler: Sampler | None = None,
 ) -> Iterator[tuple[np.ndarray, VideoMetadata]]:
     """Split a (long) video into consecutive temporal chunks and sample each like a video of its own.
 
@@ -391,6 +400,7 @@ def iter_video_chunks(
         video_fps: Native frame rate to assume (see `load_video`).
         max_pixels: Frames with more pixels are shrunk at decode time.
         compute_sha256: Hash the file for `metadata.sha256`.
+        sampler: A VLM family's frame-sampling rule (see `load_video`).
 
     Returns:
         An iterator of `(frames [t, H, W, 3] uint8, VideoMetadata)`, one per chunk, in order;
@@ -418,5 +428,10 @@ def iter_video_chunks(
         bounds = timeline.chunk_bounds(chunk_seconds, num_chunks)
         return list(itertools.pairwise(bounds))
 
-    sampling = {"num_frames": frames_per_chunk, "target_fps": target_fps, "skip_secs": skip_secs}
+    sampling = {
+        "num_frames": frames_per_chunk,
+        "target_fps": target_fps,
+        "skip_secs": skip_secs,
+        "sampler": sampler,
+    }
     return _iter_clips(source, spans, sampling, video_fps, max_pixels, compute_sha256)

@@ -15,6 +15,7 @@ each takes the frame on screen at that instant.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from numbers import Integral, Real
 from typing import Any
@@ -151,6 +152,10 @@ def check_number(name: str, value: Any, *, positive: bool) -> float:
         allowed = "> 0" if positive else ">= 0"
         raise InvalidArgumentError(f"{name} must be a finite number {allowed}, got {value!r}.")
     return float(value)
+
+
+#: A frame-sampling rule: `(total_num_frames, fps, *, num_frames, target_fps, skip_secs) -> indices`.
+Sampler = Callable[..., list[int]]
 
 
 def sample_frame_indices(
@@ -369,9 +374,19 @@ class FrameTimeline:
         return first, stop
 
     def sample(
-        self, first: int, stop: int, *, num_frames: int, target_fps: float, skip_secs: float
+        self,
+        first: int,
+        stop: int,
+        *,
+        num_frames: int,
+        target_fps: float,
+        skip_secs: float,
+        sampler: Sampler | None = None,
     ) -> tuple[list[int], list[float] | None]:
-        """SmolVLM2's rule over frames `[first, stop)`: `(indices from first, their seconds from frame first)`.
+        """A sampling rule over frames `[first, stop)`: `(indices from first, their seconds from frame first)`.
+
+        A constant-rate timeline uses `sampler` (default: SmolVLM2's `sample_frame_indices`); a timeline
+        with real timestamps uses SmolVLM2's rule on time (`sample_frame_times`).
 
         Args:
             first: First frame of the clip.
@@ -379,6 +394,7 @@ class FrameTimeline:
             num_frames: Maximum frames to sample.
             target_fps: Frames sampled per second.
             skip_secs: Seconds skipped at each end of long clips.
+            sampler: A VLM family's rule with `sample_frame_indices`' signature.
 
         Returns:
             The sampled indices relative to `first`, and their timestamps relative to frame `first`
@@ -391,7 +407,7 @@ class FrameTimeline:
         """
         settings = {"num_frames": num_frames, "target_fps": target_fps, "skip_secs": skip_secs}
         if self.times is None:
-            return sample_frame_indices(stop - first, self.fps, **settings), None
+            return (sampler or sample_frame_indices)(stop - first, self.fps, **settings), None
         times = self.times[first:stop] - self.times[first]  # [stop - first]
         indices = sample_frame_times(times, self.duration(first, stop), **settings)
         return indices, [float(times[i]) for i in indices]

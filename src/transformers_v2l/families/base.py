@@ -103,6 +103,8 @@ class Video2LoraFamily:
     model_types: ClassVar[tuple[str, ...]] = ()
     #: the transformers class that loads a checkpoint of the family
     model_class_name: ClassVar[str] = ""
+    #: the official processor classes (`processor_class` in a processor-only folder names the family)
+    processor_classes: ClassVar[tuple[str, ...]] = ()
     #: attribute path from the generative model to the decoder layer list
     layers_path: ClassVar[str] = ""
     #: module name -> sub-path inside one decoder layer
@@ -296,6 +298,35 @@ class Video2LoraFamily:
 
     # ---- processing (override) ---------------------------------------------------------------------
     @classmethod
+    def sample_frame_indices(
+        cls, total_num_frames: int, fps: float, *, num_frames: int, target_fps: float, skip_secs: float
+    ) -> list[int]:
+        """The frames the family's official processor samples from a constant-rate clip (default: SmolVLM2's rule).
+
+        Override when the family samples differently; `video_io.load_video(sampler=...)` applies it.
+
+        Args:
+            total_num_frames: frames in the clip.
+            fps: its frame rate.
+            num_frames: maximum frames to sample.
+            target_fps: frames to sample per second.
+            skip_secs: seconds skipped at each end of a long clip.
+
+        Returns:
+            Sorted, unique frame indices.
+
+        Example:
+            ```python
+            family.sample_frame_indices(64, 4.0, num_frames=12, target_fps=1.0, skip_secs=1.0)
+            ```
+        """
+        from ..video_sampling import sample_frame_indices
+
+        return sample_frame_indices(
+            total_num_frames, fps, num_frames=num_frames, target_fps=target_fps, skip_secs=skip_secs
+        )
+
+    @classmethod
     def vision_settings_from_files(cls, read_json: Callable[[str], dict | None]) -> dict[str, Any]:
         """*Override.* The pixel settings a base checkpoint ships, from its JSON files.
 
@@ -397,6 +428,30 @@ class Video2LoraFamily:
             ```
         """
         raise NotImplementedError
+
+    @classmethod
+    def video_batch_inputs(
+        cls, processor: Video2LoraProcessor, input_ids: torch.Tensor, metadata: Sequence[VideoMetadata]
+    ) -> dict[str, torch.Tensor]:
+        """*Override.* Video inputs that need the tokenized batch or the clips' timing (default: none).
+
+        The processor calls it after tokenizing the prompts and `collate_video_pixels`; for example
+        Qwen2.5-VL's per-token modality ids (`mm_token_type_ids`) and seconds per temporal patch.
+
+        Args:
+            processor: the processor.
+            input_ids: `[B, S]` the padded prompts.
+            metadata: one `VideoMetadata` per clip.
+
+        Returns:
+            More tensors keyed by `video_input_keys`.
+
+        Example:
+            ```python
+            family.video_batch_inputs(processor, batch["input_ids"], batch["video_metadata"])
+            ```
+        """
+        return {}
 
     @classmethod
     def video_text(

@@ -165,6 +165,7 @@ class SmolVLMFamily(Video2LoraFamily):
     name = "smolvlm"
     model_types = ("smolvlm", "idefics3")
     model_class_name = "SmolVLMForConditionalGeneration"
+    processor_classes = ("SmolVLMProcessor", "Idefics3Processor")
     layers_path = "model.text_model.layers"
     module_subpaths: ClassVar[dict[str, str]] = {
         "q_proj": "self_attn.q_proj",
