@@ -29,7 +29,7 @@ _LOCATIONS = {
     "ServingEngine": ".engine",
     "VideoStore": ".store",
     "create_app": ".app",
-    "serve_in_background": ".server",
+    "serve_in_background": ".app",
 }
 
 

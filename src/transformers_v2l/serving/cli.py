@@ -100,7 +100,11 @@ def _load_hypernetwork(args):
         from ..testing import presets
 
         if args.random_weights not in presets():
-            raise ValueError(f"--random-weights {args.random_weights!r}: choose one of {sorted(presets())}.")
+            from ..errors import InvalidArgumentError
+
+            raise InvalidArgumentError(
+                f"--random-weights {args.random_weights!r}: choose one of {sorted(presets())}."
+            )
         return build_setup(args.random_weights).hypernet
     if args.hypernetwork is None:
         from ..demo import load_default_hypernetwork
@@ -168,7 +172,7 @@ def run_serve(args: argparse.Namespace) -> int:
     url = f"http://{host}:{port}" if ":" not in host else f"http://[{host}]:{port}"
     print(f"v2l serve: {state.base_name} on {url} (store {settings.store}, "
           f"{'API key required' if settings.api_key else 'no API key'})", flush=True)  # fmt: skip
-    config = uvicorn.Config(create_app(state), log_level=args.log_level, timeout_graceful_shutdown=5,
+    config = uvicorn.Config(create_app(state), log_level=args.log_level, timeout_graceful_shutdown=5, timeout_keep_alive=75,
                             access_log=args.log_level == "debug")  # fmt: skip
     uvicorn.Server(config).run(sockets=[sock])
     return 0

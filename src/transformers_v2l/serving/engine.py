@@ -82,6 +82,8 @@ class EngineRequest:
         params: the sampling parameters.
         on_event: called from the engine thread with each `EngineEvent`; must not block.
         request_id: an id (random by default).
+        submitted: when it was made (`time.perf_counter()`), the start of its time to first token.
+        cancelled: set by `ServingEngine.cancel`; the engine drops the request at its next step.
 
     Example:
         ```python
@@ -373,25 +375,22 @@ class ServingEngine:
 
     def _merge(self, joining: list[_Row], cache, mask: torch.Tensor) -> None:
         """Append the prefilled rows to the running batch, left-padding the shorter side's cache and mask."""
-        if not self.rows:
+        if not self.rows:  # the hooks already hold the joining rows' adapters
             self.rows, self.cache, self.mask = list(joining), cache, mask
-        else:
-            old_len, new_len = self.mask.shape[1], mask.shape[1]
-            width = max(old_len, new_len)
-            tensors = []
-            for (old_k, old_v), (new_k, new_v) in zip(
-                model_access.cache_tensors(self.cache), model_access.cache_tensors(cache)
-            ):
-                keys = torch.cat([_pad_left(old_k, width - old_len, 2), _pad_left(new_k, width - new_len, 2)])
-                values = torch.cat(
-                    [_pad_left(old_v, width - old_len, 2), _pad_left(new_v, width - new_len, 2)]
-                )
-                tensors.append((keys, values))
-            self.cache = model_access.build_cache(tensors)
-            self.mask = torch.cat(
-                [_pad_left(self.mask, width - old_len, 1), _pad_left(mask, width - new_len, 1)]
-            )
-            self.rows = self.rows + list(joining)
+            return
+        old_len, new_len = self.mask.shape[1], mask.shape[1]
+        width = max(old_len, new_len)
+
+        def both(old: torch.Tensor, new: torch.Tensor, dim: int) -> torch.Tensor:
+            return torch.cat([_pad_left(old, width - old_len, dim), _pad_left(new, width - new_len, dim)])
+
+        self.cache = model_access.build_cache(
+            [(both(old_k, new_k, 2), both(old_v, new_v, 2))  # [B + n, heads, width, head_dim]
+             for (old_k, old_v), (new_k, new_v) in zip(model_access.cache_tensors(self.cache),
+                                                       model_access.cache_tensors(cache))]
+        )  # fmt: skip
+        self.mask = both(self.mask, mask, 1)  # [B + n, width]
+        self.rows = self.rows + list(joining)
         self._adapters.set_rows([row.request.adapter for row in self.rows], self.device)
 
     def _after_step(self, rows: list[_Row], logits: torch.Tensor) -> None:

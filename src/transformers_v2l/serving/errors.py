@@ -6,7 +6,7 @@ Every error is a `Video2LoraError`, so the library's own handlers catch them, an
 
 from __future__ import annotations
 
-from ..errors import Video2LoraError
+from ..errors import InvalidArgumentError, Video2LoraError
 
 __all__ = [
     "AuthenticationError",
@@ -65,8 +65,14 @@ class ServingError(Video2LoraError):
         }
 
 
-class InvalidRequestError(ServingError, ValueError):
-    """A request field is missing, has the wrong type or is out of range (HTTP 400).
+class InvalidRequestError(ServingError, InvalidArgumentError):
+    """A request field is missing, has the wrong type or is out of range (HTTP 400): an `InvalidArgumentError`.
+
+    Args:
+        message: what went wrong, for the client.
+        status_code: overrides the class's HTTP status.
+        code: overrides the class's error code.
+        param: the request field at fault, if any.
 
     Example:
         ```python
@@ -84,6 +90,12 @@ class UploadRejectedError(InvalidRequestError):
 
     The status is 400 (unreadable content), 413 (too large or too long) or 415 (not a video).
 
+    Args:
+        message: what went wrong, for the client.
+        status_code: overrides the class's HTTP status.
+        code: overrides the class's error code.
+        param: the request field at fault, if any.
+
     Example:
         ```python
         raise UploadRejectedError("The upload is empty (0 bytes).", code="empty_upload")
@@ -95,6 +107,12 @@ class UploadRejectedError(InvalidRequestError):
 
 class AuthenticationError(ServingError):
     """A missing or wrong bearer token on a route that needs one (HTTP 401).
+
+    Args:
+        message: what went wrong, for the client.
+        status_code: overrides the class's HTTP status.
+        code: overrides the class's error code.
+        param: the request field at fault, if any.
 
     Example:
         ```python
@@ -109,6 +127,12 @@ class AuthenticationError(ServingError):
 
 class UnknownVideoError(ServingError, KeyError):
     """No video (or model) with this id in the store (HTTP 404).
+
+    Args:
+        message: what went wrong, for the client.
+        status_code: overrides the class's HTTP status.
+        code: overrides the class's error code.
+        param: the request field at fault, if any.
 
     Example:
         ```python
@@ -126,6 +150,12 @@ class UnknownVideoError(ServingError, KeyError):
 
 class VideoNotReadyError(ServingError):
     """The video exists but its adapter is not ready yet, or internalizing it failed (HTTP 409).
+
+    Args:
+        message: what went wrong, for the client.
+        status_code: overrides the class's HTTP status.
+        code: overrides the class's error code.
+        param: the request field at fault, if any.
 
     Example:
         ```python
@@ -163,6 +193,12 @@ class OverloadedError(ServingError):
 
 class StoreMismatchError(ServingError):
     """The store folder was written for another hypernetwork, or is not a store at all.
+
+    Args:
+        message: what went wrong, for the client.
+        status_code: overrides the class's HTTP status.
+        code: overrides the class's error code.
+        param: the request field at fault, if any.
 
     Example:
         ```python

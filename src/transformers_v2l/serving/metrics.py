@@ -84,6 +84,9 @@ class ServingMetrics:
 
     Gauges are read when rendering, through callables registered with `gauge`.
 
+    Args:
+        window_seconds: the span over which `tokens_per_second` is averaged.
+
     Example:
         ```python
         metrics = ServingMetrics()
