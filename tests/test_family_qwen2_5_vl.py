@@ -1,0 +1,454 @@
+"""Qwen2.5-VL as a family, end to end on a tiny random `Qwen2_5_VLForConditionalGeneration`.
+
+Binding and target modules, the prompt, pixels and 3-D positions (against the official processor where
+torchvision is installed), the captured features, internalizing and answering, plain PEFT in a fresh
+process, the family recorded with adapters, the training and evaluation commands and the benchmarks.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from fixtures.models import TINY_HYPERNET, randomize_outputs
+from transformers_v2l import GeneratedLora, Video2LoraConfig, Video2LoraHypernetwork, Video2LoraProcessor
+from transformers_v2l.errors import AdapterMismatchError
+from transformers_v2l.families import FAMILIES, get_family, register_family
+from transformers_v2l.families.qwen2_5_vl import VIDEO_TOKEN, Qwen2_5_VLFamily
+from transformers_v2l.injection import inject_lora, stack_adapters
+from transformers_v2l.video_io import load_video
+
+HAS_TORCHVISION = importlib.util.find_spec("torchvision") is not None
+pytestmark = pytest.mark.filterwarnings("ignore:Use 'content=:DeprecationWarning")
+
+
+@pytest.fixture(scope="module")
+def qwen_path(tmp_path_factory):
+    """A saved tiny Qwen2.5-VL (model, tokenizer, preprocessor config, chat template): at most 112 x 112 px frames."""
+    model, tokenizer = Qwen2_5_VLFamily.build_tiny_model(seed=0)
+    return Qwen2_5_VLFamily.save_tiny_model(model, tokenizer, tmp_path_factory.mktemp("tiny-qwen2_5_vl"))
+
+
+@pytest.fixture(scope="module")
+def qwen_vlm(qwen_path):
+    return Qwen2_5_VLFamily.model_class().from_pretrained(qwen_path, dtype=torch.float32).eval()
+
+
+@pytest.fixture
+def hypernet(qwen_vlm, qwen_path):
+    torch.manual_seed(0)
+    config = Video2LoraConfig.from_base_model(qwen_path, **TINY_HYPERNET)
+    processor = Video2LoraProcessor.from_pretrained(qwen_path, num_frames=6)
+    return randomize_outputs(Video2LoraHypernetwork(config, base_model=qwen_vlm, processor=processor))
+
+
+def _video(frames=5, height=90, width=160, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (frames, height, width, 3), dtype=np.uint8)
+
+
+# ---- binding -------------------------------------------------------------------------------------------
+def test_from_base_model_binds_the_language_model_and_targets_only_it(qwen_path, qwen_vlm):
+    config = Video2LoraConfig.from_base_model(qwen_path, target_modules=["down_proj", "q_proj"])
+    text = qwen_vlm.config.text_config
+    assert (config.base_model_type, config.num_hidden_layers, config.hidden_size) == ("qwen2_5_vl", 4, 64)
+    assert config.module_shapes == {"down_proj": [text.intermediate_size, 64], "q_proj": [64, 64]}
+    family = get_family(qwen_vlm)
+    assert isinstance(family, Qwen2_5_VLFamily)
+    family.check_shapes(4, config.module_shapes, "The config")  # the derived shapes are the live ones
+    regex = family.peft_target_regex(["down_proj"])
+    names = [name for name, _ in qwen_vlm.named_modules()]
+    assert any(n.startswith("model.visual.blocks.") and n.endswith("mlp.down_proj") for n in names)
+    matched = [n for n in names if re.fullmatch(regex, n)]
+    assert matched == [f"model.language_model.layers.{i}.mlp.down_proj" for i in range(4)]
+    assert family.peft_key(2, "down_proj") == "base_model.model.model.language_model.layers.2.mlp.down_proj"
+
+
+def test_preset_has_the_3b_shapes():
+    from transformers_v2l.testing import family_of_preset, presets
+
+    assert presets()["qwen2.5-vl-3b"] is Qwen2_5_VLFamily is family_of_preset("qwen2.5-vl-3b")
+    shapes = Qwen2_5_VLFamily.presets["qwen2.5-vl-3b"]
+    config = Qwen2_5_VLFamily._config(shapes["vision"], shapes["text"], shapes["token_ids"], True)
+    bound = Video2LoraConfig.from_base_model(config)
+    assert (bound.num_hidden_layers, bound.hidden_size, bound.module_shapes) == (
+        36,
+        2048,
+        {"down_proj": [11008, 2048]},
+    )
+    with torch.device("meta"):
+        model = Qwen2_5_VLFamily.model_class()(config)
+    count = sum(p.numel() for p in model.parameters())  # tied embeddings counted once
+    assert abs(count - 3.755e9) < 0.01e9, count  # Qwen2.5-VL-3B-Instruct: 3.75B parameters
+
+
+# ---- processing ----------------------------------------------------------------------------------------
+def test_processor_settings_come_from_the_checkpoint_and_are_checked(qwen_path):
+    processor = Video2LoraProcessor.from_pretrained(qwen_path)
+    assert (processor.family, processor.num_frames, processor.fps, processor.skip_secs) == (
+        "qwen2_5_vl",
+        12,
+        2.0,
+        0.0,
+    )
+    assert (processor.vision["min_pixels"], processor.vision["max_pixels"]) == (28 * 28, 112 * 112)
+    assert processor.longest_edge == 336 and Qwen2_5_VLFamily.tokens_per_frame(processor) == 8
+    big = Video2LoraProcessor(processor.tokenizer, "qwen2_5_vl")
+    assert (
+        Qwen2_5_VLFamily.pixel_budget(big) == (100352, 112896)
+        and Qwen2_5_VLFamily.tokens_per_frame(big) == 72
+    )
+    for vision, message in (({"resample": 2}, "resample"), ({"min_pixels": 10**7}, "must not exceed"),
+                            ({"merge_size": 0}, "merge_size")):  # fmt: skip
+        with pytest.raises(ValueError, match=message):
+            Video2LoraProcessor(processor.tokenizer, "qwen2_5_vl", vision=vision)
+
+
+def test_prompt_positions_and_batches(qwen_path, real_clip):
+    processor = Video2LoraProcessor.from_pretrained(qwen_path)
+    frames, meta = load_video(real_clip("bikes.mp4"), num_frames=6, target_fps=2.0, skip_secs=0.0)
+    inputs = processor.internalization_inputs((frames, meta), instruction="Remember this.")
+    grid = inputs["video_grid_thw"][0].tolist()
+    assert grid == [3, 4, 12]  # 640x272 in at most 112 * 112 px: 56 x 168, 2 x 6 merged patches per 2 frames
+    assert inputs["pixel_values_videos"].shape == (3 * 4 * 12, 3 * 2 * 14 * 14)
+    count = math.prod(grid) // 4
+    tokenizer = processor.tokenizer
+    assert tokenizer.decode(inputs["input_ids"][0]) == (
+        "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n<|vision_start|>"
+        + VIDEO_TOKEN * count + "<|vision_end|>Remember this.<|im_end|>\n"
+    )  # fmt: skip
+    video_id = tokenizer.convert_tokens_to_ids(VIDEO_TOKEN)
+    assert torch.equal(inputs["mm_token_type_ids"], (inputs["input_ids"] == video_id).long() * 2)
+    sampled_fps = len(meta.frame_indices) / meta.total_num_frames * meta.fps
+    assert inputs["second_per_grid_ts"].tolist() == pytest.approx([2 / sampled_fps])
+    short, long = _video(3, 40, 60, seed=1), _video(6, 90, 160, seed=2)
+    batch = processor.video_in_context_inputs([short, long], ["What happens?", "Any people?"])
+    assert batch["video_grid_thw"].tolist() == [[2, 2, 4], [3, 6, 10]] and batch[
+        "second_per_grid_ts"
+    ].tolist() == [2.0, 2.0]
+    for row, video in enumerate((short, long)):
+        single = processor.video_in_context_inputs(video, ["What happens?", "Any people?"][row])
+        width = single["input_ids"].shape[1]
+        assert torch.equal(batch["input_ids"][row, -width:], single["input_ids"][0])  # left padded
+        assert torch.equal(batch["mm_token_type_ids"][row, -width:], single["mm_token_type_ids"][0])
+    query = processor.query_inputs(["What happens in the video?"])["input_ids"]
+    vision_ids = tokenizer.convert_tokens_to_ids([VIDEO_TOKEN, "<|vision_start|>", "<|image_pad|>"])
+    assert not torch.isin(query, torch.tensor(vision_ids)).any()  # answering: zero visual tokens
+
+
+def test_frame_sampling_rule():
+    sample = Qwen2_5_VLFamily.sample_frame_indices
+    # 10 s at 30 fps, 2 fps wanted: 20 frames, capped at 12 and spread over the whole video
+    assert sample(300, 30.0, num_frames=12, target_fps=2.0) == [
+        0,
+        25,
+        50,
+        75,
+        100,
+        125,
+        150,
+        175,
+        200,
+        225,
+        250,
+        275,
+    ]
+    assert sample(30, 30.0, num_frames=12, target_fps=2.0) == [0, 7, 15, 22]  # 1 s: at least 4 frames
+    assert sample(9, 1.0, num_frames=12, target_fps=1.0) == [0, 1, 2, 3, 4, 5, 6, 7]  # floored to pairs
+    assert sample(5, 1.0, num_frames=5, target_fps=2.0) == [0, 1, 2, 3]
+    assert sample(1, 24.0, num_frames=12) == [0] and sample(40, 10.0, num_frames=1) == [0]
+    assert sample(100, 10.0, num_frames=4, target_fps=2.0, skip_secs=1.0) == [
+        10,
+        30,
+        50,
+        70,
+    ]  # 1 s off each end
+    with pytest.raises(ValueError, match="num_frames"):
+        sample(10, 1.0, num_frames=0)
+
+
+# ---- features --------------------------------------------------------------------------------------------
+def test_features_are_the_inputs_of_every_decoder_layer(hypernet, qwen_vlm):
+    inputs = hypernet.processor.internalization_inputs(
+        [_video(4), _video(6, 40, 60, seed=3)], return_metadata=False
+    )
+    features, mask = hypernet.extract_features(**inputs)
+    with torch.no_grad():
+        states = qwen_vlm.model(
+            **inputs, output_hidden_states=True
+        ).hidden_states  # L + 1: inputs, then the final norm
+    assert features.shape == (2, 4, inputs["input_ids"].shape[1], 64) and torch.equal(
+        mask, inputs["attention_mask"]
+    )
+    for layer in range(4):
+        assert torch.equal(features[:, layer], states[layer]), layer
+    flat = dict(inputs)
+    flat.pop(
+        "mm_token_type_ids"
+    )  # without them the 3-D positions would be lost: they are rebuilt from the ids
+    assert torch.equal(hypernet.family.extract_features(**flat)[0], features)
+
+
+# ---- internalizing and answering ---------------------------------------------------------------------------
+def test_internalize_answer_batch_merge_and_chunks(hypernet, real_clip):
+    clip = real_clip("bikes.mp4")
+    adapter = hypernet.internalize(clip)
+    assert adapter.base_model_type == "qwen2_5_vl" and adapter.lora_A["down_proj"].shape == (4, 8, 128)
+    assert len(adapter.metadata["frame_indices"]) == 6
+    other = hypernet.internalize(_video(4))
+    questions = ["What happens in the video?", "Which color is the sky?"]
+    batched = hypernet.answer([adapter, other], questions, max_new_tokens=6)
+    assert batched == [hypernet.answer(a, q, max_new_tokens=6) for a, q in zip([adapter, other], questions)]
+    assert isinstance(hypernet.answer_with_video(clip, questions[0], max_new_tokens=4), str)
+    inputs = hypernet.processor.query_inputs(questions)
+    with torch.no_grad(), inject_lora(hypernet.family, *stack_adapters([adapter, adapter])):
+        hooked = hypernet.vlm(**inputs).logits
+    weights = {k: v.clone() for k, v in hypernet.vlm.state_dict().items()}
+    with hypernet.use_adapter(adapter), torch.no_grad():
+        torch.testing.assert_close(hypernet.vlm(**inputs).logits, hooked, atol=1e-4, rtol=1e-4)
+        assert hypernet.answer(adapter, questions, max_new_tokens=6)[0] == batched[0]
+    assert all(torch.equal(hypernet.vlm.state_dict()[k], v) for k, v in weights.items())
+    chunked = hypernet.internalize(clip, chunk_frames=2)
+    from transformers_v2l.long_video import internalize_chunked
+
+    direct = internalize_chunked(hypernet, clip, chunk_frames=2)
+    assert chunked.rank == direct.rank > hypernet.config.effective_rank
+    assert torch.equal(chunked.lora_B["down_proj"], direct.lora_B["down_proj"])
+
+
+# ---- adapters as PEFT artifacts -----------------------------------------------------------------------------
+PEFT_ONLY = r"""
+import json, sys, warnings
+import torch
+from peft import PeftModel
+import transformers
+
+args = json.loads(sys.argv[1])
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    base = getattr(transformers, args["model_class"]).from_pretrained(args["base"], dtype=torch.float32)
+    model = PeftModel.from_pretrained(base, args["adapter"]).eval()
+ids = torch.tensor(args["ids"])
+with torch.no_grad():
+    logits = model(input_ids=ids).logits
+    tokens = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=8, do_sample=False)
+text = transformers.AutoTokenizer.from_pretrained(args["base"]).decode(tokens[0, ids.shape[1]:], skip_special_tokens=True).strip()
+torch.save({"logits": logits, "tokens": tokens}, args["out"])
+print(json.dumps({"text": text, "warnings": [str(w.message) for w in caught],
+                  "imported": sorted(m for m in sys.modules if m.startswith("transformers_v2l"))}))
+"""
+
+
+def assert_plain_peft_answers_like_hn_answer(hypernet, base_path, clip, tmp_path):
+    """Save an adapter; plain PEFT on the family's model class, in a process without us, gives hn.answer's tokens."""
+    adapter = hypernet.internalize(clip)
+    folder = adapter.save_pretrained(tmp_path / "adapter")
+    keys = set(adapter.to_peft_state_dict())
+    num_layers = hypernet.config.num_hidden_layers
+    assert "base_model.model.model.language_model.layers.0.mlp.down_proj.lora_A.weight" in keys
+    assert len(keys) == 2 * num_layers
+    question = "What happens in the video?"
+    ids = hypernet.processor.query_inputs([question])["input_ids"]
+    with torch.no_grad(), inject_lora(hypernet.family, *stack_adapters([adapter])):
+        logits = hypernet.vlm(input_ids=ids).logits
+        tokens = hypernet.vlm.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=8,
+                                       do_sample=False)  # fmt: skip
+    assert (logits - hypernet.vlm(input_ids=ids).logits).abs().max() > 1e-2  # the adapter changes the output
+    args = {"base": str(base_path), "adapter": str(folder), "ids": ids.tolist(), "out": str(tmp_path / "peft.pt"),
+            "model_class": hypernet.family.model_class_name}  # fmt: skip
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    result = subprocess.run([sys.executable, "-c", PEFT_ONLY, json.dumps(args)], capture_output=True, text=True,
+                            timeout=300, env=env, cwd=tmp_path)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["imported"] == []
+    assert not [w for w in report["warnings"] if "nexpected" in w or "unknown" in w.lower()], report[
+        "warnings"
+    ]
+    peft = torch.load(tmp_path / "peft.pt")
+    assert (peft["logits"] - logits).abs().max() <= 1e-5
+    assert torch.equal(peft["tokens"], tokens)
+    assert report["text"] == hypernet.answer(adapter, question, max_new_tokens=8)
+
+
+def test_plain_peft_in_a_fresh_process_answers_like_hn_answer(hypernet, qwen_path, real_clip, tmp_path):
+    assert_plain_peft_answers_like_hn_answer(hypernet, qwen_path, real_clip("bikes.mp4"), tmp_path)
+
+
+def test_shared_decoder_path_needs_the_recorded_family(hypernet, tmp_path):
+    from transformers_v2l import peft_state_dict
+
+    adapter = hypernet.internalize(_video(4))
+    folder = adapter.save_pretrained(tmp_path / "adapter")
+    temporary = None
+    if not [
+        c
+        for c in set(FAMILIES.values())
+        if c.layers_path == Qwen2_5_VLFamily.layers_path and c.name != "qwen2_5_vl"
+    ]:
+        temporary = register_family(type("SharedPathFamily", (Qwen2_5_VLFamily,), {"name": "shared_path_test",
+                                                                                 "model_types": ("shared_path_test",)}))  # fmt: skip
+    try:
+        config = json.loads((folder / "adapter_config.json").read_text())
+        with pytest.raises(AdapterMismatchError, match="pass base_model_type"):
+            peft_state_dict.parse(adapter.to_peft_state_dict(), config)
+        loaded = GeneratedLora.from_pretrained(folder)  # the card's video2lora block records the family
+        assert loaded.base_model_type == "qwen2_5_vl"
+        assert torch.equal(loaded.lora_B["down_proj"], adapter.lora_B["down_proj"])
+        assert "base_model_type: qwen2_5_vl" in (folder / "README.md").read_text()
+    finally:
+        if temporary is not None:
+            FAMILIES.pop("shared_path_test")
+
+
+# ---- commands -----------------------------------------------------------------------------------------------
+def test_teacher_train_resume_and_eval(qwen_path, hypernet, tmp_path):
+    yaml = pytest.importorskip("yaml")
+    pytest.importorskip("datasets")
+    import argparse
+
+    from fixtures.videos import write_video
+    from test_training_utils import toy_world_rows, write_manifest
+    from transformers_v2l.evaluation.cli import add_eval_subparser, run_eval
+    from transformers_v2l.training.cli import main as training_cli
+
+    manifest = write_manifest(tmp_path, toy_world_rows(tmp_path, count=2))
+    teacher = {"base_model": str(qwen_path), "data": str(manifest), "output_dir": str(tmp_path / "teacher"),
+               "batch_size": 2, "max_new_tokens": 4, "top_k": 2, "num_frames": 4, "longest_edge": 112,
+               "dtype": "float32", "seed": 0}  # fmt: skip
+    (tmp_path / "teacher.yaml").write_text(yaml.safe_dump(teacher))
+    assert training_cli(["teacher", str(tmp_path / "teacher.yaml")]) == 0
+    tiny = {k: v for k, v in TINY_HYPERNET.items()}
+    train = {"base_model": str(qwen_path), "train_data": str(tmp_path / "teacher"), "output_dir": str(tmp_path / "run"),
+             "hypernetwork": {**tiny, "num_frames": 4, "longest_edge": 112}, "max_steps": 2,
+             "per_device_train_batch_size": 2, "learning_rate": 1e-3, "save_steps": 1, "report_to": "none",
+             "disable_tqdm": True}  # fmt: skip
+    (tmp_path / "train.yaml").write_text(yaml.safe_dump(train))
+    assert training_cli(["train", str(tmp_path / "train.yaml"), "--max_steps", "1"]) == 0
+    assert training_cli(["train", str(tmp_path / "train.yaml"), "--resume_from_checkpoint", "last"]) == 0
+    trained = Video2LoraHypernetwork.from_pretrained(tmp_path / "run")
+    assert trained.config.base_model_type == "qwen2_5_vl" and trained.processor.family == "qwen2_5_vl"
+    assert '"global_step": 2' in (tmp_path / "run" / "checkpoint-2" / "trainer_state.json").read_text()
+    videos = tmp_path / "eval-videos"
+    videos.mkdir()
+    for name in ("clip_a.mp4", "clip_b.mp4"):
+        write_video(videos / name, 12)
+    parser = argparse.ArgumentParser(prog="v2l")
+    add_eval_subparser(parser.add_subparsers(dest="command"))
+    data = os.path.join(os.path.dirname(__file__), "data", "benchmarks", "generic", "test.jsonl")
+    args = parser.parse_args(["eval", "--benchmark", "generic", "--annotations", data, "--videos", str(videos),
+                              "--out", str(tmp_path / "eval"), "--max-new-tokens", "4", "--n-resamples", "100",
+                              "--no-plots"])  # fmt: skip
+    assert run_eval(args, model=trained) == 0
+    records = [json.loads(line) for line in (tmp_path / "eval" / "outputs.jsonl").read_text().splitlines()]
+    assert {r["condition"] for r in records} == {"base", "v2l"} and all(
+        isinstance(r["output"], str) for r in records
+    )
+
+
+def test_benchmarks_run_for_the_family(tmp_path):
+    from transformers_v2l.benchmarks import internalization, models, ttft
+    from transformers_v2l.cli import build_parser
+
+    args = build_parser().parse_args(["bench", "ttft", "--preset", "qwen2.5-vl-3b", "--resolutions", "336"])
+    assert args.preset == "qwen2.5-vl-3b"
+    setup = models.build_setup("qwen2.5-vl-3b", tiny=True, dtype=torch.float32)
+    assert isinstance(setup.hypernet.family, Qwen2_5_VLFamily)
+    names = [
+        "video_in_context",
+        "internalize",
+        "kv_query",
+        "plain",
+        "v2l_unmerged",
+        "v2l_merged",
+        "answer_api",
+    ]
+    result = ttft.measure_query_conditions(
+        setup, num_frames=2, longest_edge=56, conditions=names, repeats=1, warmup=0
+    )
+    assert set(result["stats"]) == set(names)
+    assert (
+        result["tokens"]["video_in_context"]
+        == result["tokens"]["kv_cached_prefix"] + result["tokens"]["kv_query_new"]
+    )
+    out = internalization.run_internalization(setup=setup, num_frames=2, longest_edge=56, repeats=1, warmup=0,
+                                              out_dir=tmp_path, verbose=False)  # fmt: skip
+    assert out["settings"]["num_layers"] == 4 and (tmp_path / "internalization_tiny.json").exists()
+
+
+# ---- the official processor (needs torchvision) ------------------------------------------------------------
+def _official_inputs(official, clips, texts, generation, side, budget):
+    from transformers.video_utils import VideoMetadata as OfficialMetadata
+
+    conversation = [[{"role": "user", "content": [{"type": "video", "path": "clip.mp4"}, {"type": "text", "text": t}]}]
+                    for t in texts]  # fmt: skip
+    prompts = [official.apply_chat_template(c, add_generation_prompt=generation) for c in conversation]
+    metadata = [OfficialMetadata(total_num_frames=m.total_num_frames, fps=m.fps, width=m.width, height=m.height,
+                                 duration=m.duration, frames_indices=list(m.frame_indices)) for _, m in clips]  # fmt: skip
+    return official(text=prompts, videos=[f for f, _ in clips], video_metadata=metadata, do_sample_frames=False,
+                    size={"shortest_edge": budget[0], "longest_edge": budget[1]}, cap_pixels_per_frame=False,
+                    input_data_format="channels_last",  # else a 1-pixel-high frame reads as channels-first
+                    padding=True, padding_side=side, return_tensors="pt")  # fmt: skip
+
+
+def _assert_same(ours, theirs, label):
+    for key in ("input_ids", "attention_mask", "video_grid_thw", "mm_token_type_ids"):
+        assert torch.equal(ours[key], theirs[key]), (label, key)
+    torch.testing.assert_close(ours["second_per_grid_ts"], theirs["second_per_grid_ts"].float(), msg=label)
+    diff = (ours["pixel_values_videos"] - theirs["pixel_values_videos"]).abs().max().item()
+    print(
+        f"[official] {label}: ids equal, grid {ours['video_grid_thw'].tolist()}, max |pixel diff| = {diff:.3g}"
+    )
+    assert diff == 0.0, label
+
+
+@pytest.mark.torchvision
+@pytest.mark.skipif(not HAS_TORCHVISION, reason="the official Qwen2VLVideoProcessor needs torchvision")
+def test_matches_the_official_qwen2_5_vl_processor(qwen_path, real_clips, tmp_path):
+    from transformers import Qwen2_5_VLProcessor
+    from transformers.video_utils import VideoMetadata as OfficialMetadata
+
+    model, tokenizer = Qwen2_5_VLFamily.build_tiny_model(seed=0)
+    folder = Qwen2_5_VLFamily.save_tiny_model(
+        model, tokenizer, tmp_path / "wide", min_pixels=128 * 28 * 28, max_pixels=768 * 28 * 28
+    )  # the video processor's own range
+    official, ours = Qwen2_5_VLProcessor.from_pretrained(folder), Video2LoraProcessor.from_pretrained(folder)
+    assert type(official.video_processor).__name__ == "Qwen2VLVideoProcessor"
+    clips = {}
+    for name, path in real_clips.items():
+        for frames, fps in ((12, 2.0), (5, 1.0), (8, 4.0)):  # odd frame counts pad with the last frame
+            clips[f"{name} {frames}@{fps}"] = load_video(
+                path, num_frames=frames, target_fps=fps, skip_secs=0.0
+            )
+    rng = np.random.default_rng(0)
+    for height, width in ((37, 901), (271, 333), (1, 60), (29, 29)):  # odd and extreme sizes
+        clips[f"noise {height}x{width}"] = load_video(
+            rng.integers(0, 256, (3, height, width, 3), dtype=np.uint8)
+        )
+    for label, clip in clips.items():
+        for edge in (224, 336, 448):
+            budget = Qwen2_5_VLFamily.pixel_budget(ours, edge)
+            theirs = _official_inputs(official, [clip], [ours.instruction], False, "right", budget)
+            _assert_same(ours.internalization_inputs(clip, longest_edge=edge), theirs, f"{label} at {edge}")
+    pair = [clips["carphone_distorted.mp4 5@1.0"], clips["world.mp4 12@2.0"]]
+    texts = ["What happens?", "Is anyone riding a bike in this clip?"]
+    budget = Qwen2_5_VLFamily.pixel_budget(ours)
+    _assert_same(ours.video_in_context_inputs(pair, texts), _official_inputs(official, pair, texts, True, "left", budget),
+                 "batch of 2, video in context")  # fmt: skip
+    for total, fps in ((300, 30.0), (30, 30.0), (9, 1.0), (151, 29.97), (1000, 25.0), (7, 3.0)):
+        for num_frames, target in ((12, 2.0), (5, 1.0), (64, 2.0), (2, 0.5)):
+            expected = official.video_processor.sample_frames(
+                OfficialMetadata(total_num_frames=total, fps=fps), fps=target, max_frames=num_frames
+            ).tolist()
+            assert (
+                Qwen2_5_VLFamily.sample_frame_indices(total, fps, num_frames=num_frames, target_fps=target)
+                == expected
+            )
