@@ -91,7 +91,7 @@ def test_preset_has_the_3b_shapes():
 
 
 # ---- processing ----------------------------------------------------------------------------------------
-def test_processor_settings_come_from_the_checkpoint_and_are_checked(qwen_path):
+def test_processor_settings_come_from_the_checkpoint_and_are_checked(qwen_path, tmp_path):
     processor = Video2LoraProcessor.from_pretrained(qwen_path)
     assert (processor.family, processor.num_frames, processor.fps, processor.skip_secs) == (
         "qwen2_5_vl",
@@ -101,6 +101,13 @@ def test_processor_settings_come_from_the_checkpoint_and_are_checked(qwen_path):
     )
     assert (processor.vision["min_pixels"], processor.vision["max_pixels"]) == (28 * 28, 112 * 112)
     assert processor.longest_edge == 336 and Qwen2_5_VLFamily.tokens_per_frame(processor) == 8
+    only = (
+        tmp_path / "processor-only"
+    )  # a processor-only folder (no config.json) names its family by its class
+    only.mkdir()
+    for name in ("preprocessor_config.json", "tokenizer.json", "tokenizer_config.json", "chat_template.json"):
+        (only / name).write_bytes((qwen_path / name).read_bytes())
+    assert Video2LoraProcessor.from_pretrained(only).family == "qwen2_5_vl"
     big = Video2LoraProcessor(processor.tokenizer, "qwen2_5_vl")
     assert (
         Qwen2_5_VLFamily.pixel_budget(big) == (100352, 112896)
@@ -131,9 +138,10 @@ def test_prompt_positions_and_batches(qwen_path, real_clip):
     assert inputs["second_per_grid_ts"].tolist() == pytest.approx([2 / sampled_fps])
     short, long = _video(3, 40, 60, seed=1), _video(6, 90, 160, seed=2)
     batch = processor.video_in_context_inputs([short, long], ["What happens?", "Any people?"])
-    assert batch["video_grid_thw"].tolist() == [[2, 2, 4], [3, 6, 10]] and batch[
-        "second_per_grid_ts"
-    ].tolist() == [2.0, 2.0]
+    # Qwen's rule samples frames in pairs: 2 of the 3 frames, all 6 of the other; seconds per temporal patch are
+    # temporal_patch_size / the sampled rate (2 frames over 3 s: 3.0), as Qwen2_5_VLProcessor computes them
+    assert batch["video_grid_thw"].tolist() == [[1, 2, 4], [3, 6, 10]]
+    assert batch["second_per_grid_ts"].tolist() == pytest.approx([3.0, 2.0])
     for row, video in enumerate((short, long)):
         single = processor.video_in_context_inputs(video, ["What happens?", "Any people?"][row])
         width = single["input_ids"].shape[1]
@@ -438,6 +446,11 @@ def test_matches_the_official_qwen2_5_vl_processor(qwen_path, real_clips, tmp_pa
             budget = Qwen2_5_VLFamily.pixel_budget(ours, edge)
             theirs = _official_inputs(official, [clip], [ours.instruction], False, "right", budget)
             _assert_same(ours.internalization_inputs(clip, longest_edge=edge), theirs, f"{label} at {edge}")
+    for name, path in real_clips.items():  # from a file: the frames the official rule samples
+        meta = ours.internalization_inputs(path)["video_metadata"][0]
+        probe = OfficialMetadata(total_num_frames=meta.total_num_frames, fps=meta.fps)
+        expected = official.video_processor.sample_frames(probe, fps=ours.fps, max_frames=ours.num_frames)
+        assert meta.frame_indices == expected.tolist(), name
     pair = [clips["carphone_distorted.mp4 5@1.0"], clips["world.mp4 12@2.0"]]
     texts = ["What happens?", "Is anyone riding a bike in this clip?"]
     budget = Qwen2_5_VLFamily.pixel_budget(ours)

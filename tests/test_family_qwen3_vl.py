@@ -160,6 +160,13 @@ def test_matches_the_official_qwen3_vl_processor(real_clips, tmp_path):
             mine = ours.internalization_inputs(clip, longest_edge=edge)
             assert "second_per_grid_ts" not in mine
             _assert_same({**mine, "second_per_grid_ts": torch.zeros(1)}, theirs, f"{label} at {edge}")
+    official.video_processor.max_frames = ours.num_frames
+    for name, path in real_clips.items():  # from a file: the frames the official rule samples
+        meta = ours.internalization_inputs(path)["video_metadata"][0]
+        probe = OfficialMetadata(total_num_frames=meta.total_num_frames, fps=meta.fps)
+        assert meta.frame_indices == official.video_processor.sample_frames(probe, fps=ours.fps).tolist(), (
+            name
+        )
     for total, fps in ((300, 30.0), (30, 30.0), (9, 1.0), (151, 29.97), (7, 3.0)):
         for num_frames, target in ((12, 2.0), (5, 1.0), (64, 2.0)):
             official.video_processor.max_frames = num_frames

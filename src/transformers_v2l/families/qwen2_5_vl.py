@@ -126,6 +126,7 @@ class Qwen2_5_VLFamily(Video2LoraFamily):
     name = "qwen2_5_vl"
     model_types = ("qwen2_5_vl",)
     model_class_name = "Qwen2_5_VLForConditionalGeneration"
+    processor_classes = ("Qwen2_5_VLProcessor",)
     layers_path = "model.language_model.layers"
     module_subpaths: ClassVar[dict[str, str]] = {
         **{name: f"self_attn.{name}" for name in ("q_proj", "k_proj", "v_proj", "o_proj")},

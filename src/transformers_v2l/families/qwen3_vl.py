@@ -74,6 +74,7 @@ class Qwen3VLFamily(Qwen2_5_VLFamily):
     name = "qwen3_vl"
     model_types = ("qwen3_vl",)
     model_class_name = "Qwen3VLForConditionalGeneration"
+    processor_classes = ("Qwen3VLProcessor",)
     video_input_keys = ("pixel_values_videos", "video_grid_thw", "mm_token_type_ids")
     # 12 frames at 2 fps as for Qwen2.5-VL; L = 384 gives 144 tokens per two frames with 32 px merged
     # patches (the same count as Qwen2.5-VL at 336) when the checkpoint's video budget allows it.
