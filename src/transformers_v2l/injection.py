@@ -42,10 +42,10 @@ def _lora_hook(module, args, output, *, lora_A: torch.Tensor, lora_B: torch.Tens
         repeats = rows // lora_A.shape[0]
         lora_A, lora_B = lora_A.repeat_interleave(repeats, 0), lora_B.repeat_interleave(repeats, 0)
     compute = lora_A.dtype
-    delta = torch.bmm(torch.bmm(x.to(compute), lora_A), lora_B)  # [b, S, d_out]
+    hidden = torch.bmm(x.to(compute), lora_A)  # [b, S, R]
     if output.dtype == compute:
-        return output + delta
-    return (output.to(compute) + delta).to(output.dtype)
+        return torch.baddbmm(output, hidden, lora_B)  # output + hidden @ B: one kernel for the matmul and the add
+    return torch.baddbmm(output.to(compute), hidden, lora_B).to(output.dtype)
 
 
 @contextmanager
