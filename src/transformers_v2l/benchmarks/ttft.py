@@ -116,10 +116,9 @@ def measure_query_conditions(
         k: (v[:, :-suffix_len] if k in ("input_ids", "attention_mask") else v)
         for k, v in video_inputs.items()
     }
-    suffix = {
-        "input_ids": video_inputs["input_ids"][:, -suffix_len:],
-        "attention_mask": video_inputs["attention_mask"],
-    }
+    # one unpadded row: no mask needed on top of the cache (Qwen2.5-VL in transformers 5.24 cannot take the full
+    # cache + question mask after a video prefix: its 3-D positions would cover the whole mask, not the question)
+    suffix = {"input_ids": video_inputs["input_ids"][:, -suffix_len:]}
     prefix_len = prefix["input_ids"].shape[1]
     cache: dict[str, Any] = {}
 

@@ -11,6 +11,9 @@ from typing import Any
 from torch import nn
 
 from .base import PEFT_PREFIX, FamilyDefaults, Video2LoraFamily
+from .llava_onevision import LlavaOnevisionFamily
+from .qwen2_5_vl import Qwen2_5_VLFamily
+from .qwen3_vl import Qwen3VLFamily
 from .smolvlm import SmolVLMFamily
 
 __all__ = [
@@ -57,7 +60,7 @@ def register_family(cls: type[Video2LoraFamily]) -> type[Video2LoraFamily]:
     return cls
 
 
-for _family in (SmolVLMFamily,):
+for _family in (SmolVLMFamily, Qwen2_5_VLFamily, Qwen3VLFamily, LlavaOnevisionFamily):
     register_family(_family)
 
 
