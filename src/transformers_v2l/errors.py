@@ -162,8 +162,9 @@ def require(package: str, extra: str, feature: str):
 
     try:
         return importlib.import_module(package)
-    except ImportError as error:
-        raise MissingDependencyError(package, extra, feature) from error
+    except ImportError as error:  # name what is really missing: `package` itself, or a module it needs
+        missing = (getattr(error, "name", None) or package).split(".")[0]
+        raise MissingDependencyError(missing, extra, feature) from error
 
 
 class InvalidArgumentError(Video2LoraError, ValueError):
