@@ -32,6 +32,9 @@ PROVIDED_BY = {
     "matplotlib": {"evaluation", "benchmarks"},
     "requests": {"evaluation"},
     "psutil": {"benchmarks"},
+    "fastapi": {"serve"},
+    "uvicorn": {"serve"},
+    "python_multipart": {"serve"},  # the `python-multipart` distribution
 }
 #: imported by the core's own dependencies (peft, huggingface_hub): blocked after `import transformers_v2l`
 ALWAYS_INSTALLED = {"accelerate", "psutil", "yaml"}
@@ -151,7 +154,7 @@ def test_every_extra_is_covered():
         pytest.skip("not run from a source checkout")
     extras = tomllib.loads(pyproject.read_text())["project"]["optional-dependencies"]
     assert set(extras) - TOOL_EXTRAS == {e for provided in PROVIDED_BY.values() for e in provided}
-    names = {"pyyaml": "yaml"}
+    names = {"pyyaml": "yaml", "python-multipart": "python_multipart"}
     for extra, requirements in extras.items():
         if extra in TOOL_EXTRAS:
             continue
@@ -187,6 +190,8 @@ FEATURES = [
      "benchmarks"),
     ("bench-memory", "psutil", "from transformers_v2l.benchmarks.common import run_isolated\n"
      "run_isolated('json:dumps', {})", "benchmarks"),
+    ("serve-app", "fastapi", "from transformers_v2l.serving import create_app", "serve"),
+    ("serve-uploads", "python_multipart", "from transformers_v2l.serving import serve_in_background", "serve"),
 ]  # fmt: skip
 
 
@@ -216,6 +221,7 @@ COMMANDS = [
                                 "--judge-model", "m"], "evaluation"),
     ("bench", "matplotlib", ["bench", "ttft", "--preset", "256m", "--repeats", "1", "--warmup", "0"], "benchmarks"),
     ("bench-memory", "psutil", ["bench", "tokens", "--preset", "256m"], "benchmarks"),
+    ("serve", "uvicorn", ["serve", "--port", "0", "--store", "store"], "serve"),
 ]  # fmt: skip
 
 

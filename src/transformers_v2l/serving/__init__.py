@@ -33,7 +33,15 @@ _LOCATIONS = {
 }
 
 
+_NEEDS_SERVE_EXTRA = {"create_app", "serve_in_background"}
+
+
 def __getattr__(name: str):
+    if name in _NEEDS_SERVE_EXTRA:  # the HTTP side: name the extra instead of failing on an import
+        from ..errors import require
+
+        for package in ("fastapi", "uvicorn", "python_multipart"):
+            require(package, "serve", f"transformers_v2l.serving.{name}")
     if name in _LOCATIONS:
         return getattr(importlib.import_module(_LOCATIONS[name], __name__), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

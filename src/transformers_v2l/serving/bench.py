@@ -7,7 +7,7 @@ and read the server-sent events as they arrive.
 
 | measurement | how |
 |---|---|
-| `ttft` | one client, `max_tokens=1`, streamed: first content chunk over HTTP (server A) vs `hn.answer(adapter, q, max_new_tokens=1)` in this process, interleaved |
+| `ttft` | one client, `max_tokens=1`, streamed: first content chunk over HTTP (server A) vs `hn.answer(adapter, q, max_new_tokens=1)` in this process, on a new thread as the server's engine runs (and, for reference, on the main thread), interleaved |
 | `throughput` | 16 clients at once, each on its own video (A, one adapter per row) vs the same 16 requests on B's merged adapter vs the same 16 requests one at a time on A; `new_tokens` each (`ignore_eos`) |
 | `during_internalization` | one client asking again and again (`max_tokens=1`) while A internalizes a `internalize_frames`-frame video: its TTFT before and during |
 
@@ -164,6 +164,15 @@ def _download_adapter(url: str, video: str, folder: Path) -> Path:
     with zipfile.ZipFile(archive) as handle:
         handle.extractall(folder / video)
     return folder / video
+
+
+def _in_new_thread(fn) -> float:
+    """Run `fn` on a new thread and return its result (torch's intra-op threads behave as in the server's engine)."""
+    result: list[float] = []
+    thread = threading.Thread(target=lambda: result.append(fn()))
+    thread.start()
+    thread.join()
+    return result[0]
 
 
 def _concurrent(url: str, models: list[str], question: str, new_tokens: int) -> dict[str, Any]:
@@ -333,17 +342,24 @@ def run_serve_bench(preset: str = "256m", *, repeats: int = 5, warmup: int = 1, 
         base = json.loads(_get(merged.url, "/v1/models"))["data"][0]["id"]
         adapter = GeneratedLora.from_pretrained(adapter_dirs[0])
         hn, client = setup.hypernet, SSEClient(server.url)
-        in_process, http = [], []
-        for round_ in range(warmup + repeats):  # interleaved: the same load conditions for both
+        in_process, main_thread, http = [], [], []
+
+        def answer() -> float:
             start = time.perf_counter()
             hn.answer(adapter, BENCH_QUESTION, max_new_tokens=1)
-            local = time.perf_counter() - start
+            return time.perf_counter() - start
+
+        for round_ in range(warmup + repeats):  # interleaved: the same load conditions for all three
+            local = _in_new_thread(answer)  # as the server's engine runs: on its own thread
+            main = answer()
             remote = client.chat(videos[0], BENCH_QUESTION, max_tokens=1)[0]
             if round_ >= warmup:
                 in_process.append(local)
+                main_thread.append(main)
                 http.append(remote)
         client.close()
-        ttft = {"in_process": summarize(in_process), "http": summarize(http)}
+        ttft = {"in_process": summarize(in_process), "in_process_main_thread": summarize(main_thread),
+                "http": summarize(http)}  # fmt: skip
         ttft["ratio_http_over_in_process"] = ttft["http"]["median"] / ttft["in_process"]["median"]
         log(
             f"[serve {preset}] TTFT in-process {ttft['in_process']['median']:.3f}s, HTTP {ttft['http']['median']:.3f}s"
