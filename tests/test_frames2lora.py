@@ -31,10 +31,10 @@ from transformers_v2l import (
     Video2LoraHypernetwork,
     inject_lora,
 )
+from transformers_v2l.cli import add_convert_subparser
 from transformers_v2l.families import get_family
 from transformers_v2l.families.smolvlm import SmolVLMFamily
 from transformers_v2l.frames2lora import (
-    add_convert_subparser,
     convert_frames2lora,
     frames2lora_to_config,
     read_frames2lora,

@@ -25,8 +25,6 @@ import time
 from functools import partial
 from pathlib import Path
 
-import torch
-
 __all__ = ["DEFAULT_MODEL_DIR", "add_demo_subparser", "load_default_hypernetwork", "run_demo"]
 
 #: The embedded default model: `base/` (VLM, tokenizer, processor files) and `hypernet/`.
@@ -57,6 +55,8 @@ def load_default_hypernetwork(model_dir: str | os.PathLike | None = None, *, num
         hn.answer(hn.internalize("clip.mp4"), "How many objects are there?")
         ```
     """
+    import torch
+
     from .families import family_class
     from .modeling_video2lora import Video2LoraHypernetwork
 
@@ -215,19 +215,45 @@ def add_demo_subparser(subparsers) -> argparse.ArgumentParser:
         args.func(args)
         ```
     """
+    from .cli_args import int_in_range, non_negative_int, positive_int
+
     parser = subparsers.add_parser(
         "demo",
         help="Offline demo: internalize a generated clip and compare answers with the base model.",
         description="Generate a toy-world test clip, internalize it with the embedded tiny model, ask three "
         "questions, and print the answers next to the base model's (video in context) and the ground truth.",
     )
-    parser.add_argument("--seed", type=int, default=0, help="Seed of the generated test clip.")
-    parser.add_argument("--num-questions", type=int, default=3)
-    parser.add_argument("--max-new-tokens", type=int, default=32)
-    parser.add_argument("--model-dir", help="A tiny-world model folder (default: the one in the package).")
-    parser.add_argument("--save-video", help="Also keep the generated clip at this path.")
+    parser.add_argument("--seed", type=non_negative_int, default=0, help="Seed of the generated test clip.")
     parser.add_argument(
-        "--threads", type=int, default=1, help="CPU threads (the tiny model is fastest on one; default 1)."
+        "--num-questions", type=int_in_range(1, len(_QUESTION_KINDS)), default=3,
+        help=f"Questions to ask, one per kind (1 to {len(_QUESTION_KINDS)}; default 3).",
+    )  # fmt: skip
+    parser.add_argument("--max-new-tokens", type=positive_int, default=32)
+    parser.add_argument("--model-dir", help="A tiny-world model folder (default: the one in the package).")
+    parser.add_argument("--save-video", help="Also keep the generated clip at this path (a new .mp4 file).")
+    parser.add_argument(
+        "--threads",
+        type=positive_int,
+        default=1,
+        help="CPU threads (the tiny model is fastest on one; default 1).",
     )
-    parser.set_defaults(func=run_demo)
+    parser.set_defaults(func=_checked_run_demo)
     return parser
+
+
+def _checked_run_demo(args: argparse.Namespace) -> int:
+    """`v2l demo`: refuse an existing or unwritable `--save-video` and a missing `--model-dir`, then `run_demo`."""
+    from .cli_args import check_writable
+    from .errors import InvalidArgumentError
+
+    if args.save_video:
+        if Path(args.save_video).exists():
+            raise InvalidArgumentError(
+                f"--save-video {args.save_video} already exists; choose a new file name."
+            )
+        check_writable(Path(args.save_video).expanduser().absolute().parent, "--save-video")
+    if args.model_dir and not Path(args.model_dir).is_dir():
+        raise FileNotFoundError(
+            f"--model-dir {args.model_dir} is not a folder (nothing at {Path(args.model_dir).absolute()})."
+        )
+    return run_demo(args)

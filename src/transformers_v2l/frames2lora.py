@@ -40,7 +40,6 @@ __all__ = [
     "ALLOWED_GLOBALS",
     "Frames2LoraInfo",
     "PickledConfig",
-    "add_convert_subparser",
     "check_frames2lora_supported",
     "convert_frames2lora",
     "frames2lora_key",
@@ -407,41 +406,6 @@ def convert_frames2lora(
 # --------------------------------------------------------------------------------------------
 # `v2l convert`
 # --------------------------------------------------------------------------------------------
-
-
-def add_convert_subparser(subparsers: Any) -> argparse.ArgumentParser:
-    """Add `v2l convert <.pt path or repo> <out dir> [--filename] [--base-model] [--revision]`.
-
-    Args:
-        subparsers: what `ArgumentParser.add_subparsers()` returned.
-
-    Returns:
-        The `convert` parser (its `func` default is `run_convert`).
-
-    Example:
-        ```python
-        add_convert_subparser(parser.add_subparsers())
-        ```
-    """
-    parser = subparsers.add_parser(
-        "convert",
-        help="Convert an authors' Frames2LoRA .pt checkpoint into a safetensors hypernetwork folder.",
-        description="Read a Frames2LoRA .pt safely (no pickled code runs) and save it as config.json + "
-        "model.safetensors, loadable with Video2LoraHypernetwork.from_pretrained.",
-    )
-    parser.add_argument("source", help="A .pt file, a folder holding one, or a Hub repo id.")
-    parser.add_argument("out", help="Output folder.")
-    parser.add_argument(
-        "--filename", help="File inside the folder or Hub repo (needed when there are several)."
-    )
-    parser.add_argument(
-        "--base-model",
-        help="Base VLM (Hub id or local path): its config.json is checked against the checkpoint, and it is "
-        "recorded as base_model_name_or_path instead of the name stored in the file.",
-    )
-    parser.add_argument("--revision", help="Hub revision (branch, tag or commit).")
-    parser.set_defaults(func=run_convert)
-    return parser
 
 
 def run_convert(args: argparse.Namespace) -> int:

@@ -8,6 +8,7 @@ v2l bench tokens --preset 500m
 v2l bench sweep --preset 500m --frames 8 12 24 48 128 --resolutions 224 384 512
 v2l bench batched --preset 500m
 v2l bench long-video --video bbb.mp4 --total-frames 1024
+v2l bench serve --preset 256m
 v2l bench all --preset 500m
 """
 
@@ -18,9 +19,19 @@ import json
 import sys
 from pathlib import Path
 
-__all__ = ["BENCHMARKS", "add_bench_subparser", "run_bench"]
+__all__ = ["BENCHMARKS", "add_bench_subparser", "estimate_memory_gib", "run_bench"]
 
-BENCHMARKS = ("ttft", "amortized", "internalization", "tokens", "sweep", "batched", "long-video", "all")
+BENCHMARKS = (
+    "ttft",
+    "amortized",
+    "internalization",
+    "tokens",
+    "sweep",
+    "batched",
+    "long-video",
+    "serve",
+    "all",
+)
 
 
 def add_bench_subparser(subparsers) -> argparse.ArgumentParser:
@@ -39,6 +50,8 @@ def add_bench_subparser(subparsers) -> argparse.ArgumentParser:
         args = parser.parse_args(["bench", "ttft", "--preset", "256m"])
         ```
     """
+    from ..cli_args import non_negative_int, positive_float, positive_int
+
     parser = subparsers.add_parser(
         "bench",
         help="Speed and scale benchmarks (real checkpoint shapes, random weights, CPU).",
@@ -54,33 +67,37 @@ def add_bench_subparser(subparsers) -> argparse.ArgumentParser:
         "--out-dir", default="benchmarks/results", help="Folder for the JSON and PNG results."
     )
     parser.add_argument(
-        "--repeats", type=int, default=5, help="Timed rounds per condition (median reported)."
+        "--repeats", type=positive_int, default=5, help="Timed rounds per condition (median reported)."
     )
-    parser.add_argument("--warmup", type=int, default=1, help="Untimed warm-up rounds.")
+    parser.add_argument("--warmup", type=non_negative_int, default=1, help="Untimed warm-up rounds.")
     parser.add_argument(
         "--frames",
-        type=int,
+        type=positive_int,
         nargs="+",
         help="Frame count(s): ttft/amortized/internalization/tokens use the first.",
     )
-    parser.add_argument("--resolutions", type=int, nargs="+", help="Resolutions in px (ttft, sweep).")
-    parser.add_argument("--batch", type=int, default=8, help="batched: questions per batch.")
-    parser.add_argument("--new-tokens", type=int, default=16, help="batched: tokens generated per answer.")
+    parser.add_argument(
+        "--resolutions", type=positive_int, nargs="+", help="Resolutions in px (ttft, sweep)."
+    )
+    parser.add_argument("--batch", type=positive_int, default=8, help="batched: questions per batch.")
+    parser.add_argument(
+        "--new-tokens", type=positive_int, default=16, help="batched: tokens generated per answer."
+    )
     parser.add_argument(
         "--video", help="long-video: the long video (default: fetch Big Buck Bunny, see docs)."
     )
     parser.add_argument(
-        "--total-frames", type=int, default=1024, help="long-video: frames of the chunked run."
+        "--total-frames", type=positive_int, default=1024, help="long-video: frames of the chunked run."
     )
-    parser.add_argument("--chunk-frames", type=int, default=12, help="long-video: frames per chunk.")
-    parser.add_argument("--direct-frames", type=int, nargs="*", default=[12, 24, 48, 96, 192],
+    parser.add_argument("--chunk-frames", type=positive_int, default=12, help="long-video: frames per chunk.")
+    parser.add_argument("--direct-frames", type=positive_int, nargs="*", default=[12, 24, 48, 96, 192],
                         help="long-video: frame counts of the direct single passes.")  # fmt: skip
     parser.add_argument(
-        "--memory-cap-gib", type=float, default=10.0, help="Kill a subprocess above this RSS."
+        "--memory-cap-gib", type=positive_float, default=10.0, help="Kill a subprocess above this RSS."
     )
     parser.add_argument(
         "--input-expansion",
-        type=int,
+        type=positive_int,
         help="Hypernetwork input projection width as a multiple of the VLM hidden size (default: the paper's 4).",
     )
     parser.add_argument("--quiet", action="store_true", help="No progress output.")
@@ -115,6 +132,7 @@ def run_bench(args: argparse.Namespace) -> int:
     require("matplotlib", "benchmarks", f"v2l bench {name}")  # before any work: every benchmark plots
     if name in ("tokens", "sweep", "long-video", "all"):
         require("psutil", "benchmarks", f"v2l bench {name}")  # peak memory of the subprocesses
+    _check_arguments(args)
     frames = args.frames or None
     timing = {"repeats": args.repeats, "warmup": args.warmup, "out_dir": out_dir, "verbose": verbose}
     summary = {}
@@ -146,6 +164,14 @@ def run_bench(args: argparse.Namespace) -> int:
         )
         summary["batched"] = result["ratios"]
     setup = None  # free the models before the subprocess benchmarks
+    # `v2l serve` in subprocesses against in-process answering (transformers_v2l.serving.bench)
+    if name == "serve":
+        from ..serving.bench import run_serve_bench
+
+        result = run_serve_bench(args.preset, repeats=args.repeats, warmup=args.warmup,
+                                 new_tokens=args.new_tokens, out_dir=out_dir, verbose=verbose)  # fmt: skip
+        summary["serve"] = {"ttft": result["ttft"]["ratio_http_over_in_process"],
+                            **{k: v for k, v in result["throughput"].items() if k.startswith("per_row_over")}}  # fmt: skip
     if name in ("tokens", "all"):
         result = token_load.run_token_load(args.preset, num_frames=frames[0] if frames else 12, out_dir=out_dir,
                                            memory_cap_gib=args.memory_cap_gib, verbose=verbose)  # fmt: skip
@@ -172,6 +198,95 @@ def run_bench(args: argparse.Namespace) -> int:
                                  "direct": [(d["frames"], d["status"], d["peak_rss_gib"]) for d in result["direct"]]}  # fmt: skip
     print(json.dumps(summary, indent=2, default=str))
     return 0
+
+
+# the clip the in-process benchmarks build: `models.random_video`'s default 720p uint8 frames
+_CLIP_BYTES_PER_FRAME = 720 * 1280 * 3
+_IN_PROCESS = ("ttft", "amortized", "internalization", "tokens", "all")  # one clip of `--frames[0]` frames
+
+
+def estimate_memory_gib(preset: str, num_frames: int, longest_edge: int, *, dtype_bytes: int = 2) -> float:
+    """A lower bound of the memory one clip of `num_frames` frames needs in a benchmark, from the preset's shapes.
+
+    The sum of what is certainly held at once: the decoded clip (`random_video`'s 720p uint8 frames),
+    the processor's float32 pixels (3 x side x side per frame), and the hidden states of every decoder
+    layer that the hypernetwork reads (tokens per frame x frames x (layers + 1) x hidden size x
+    `dtype_bytes`). Weights, attention and other activations come on top.
+
+    Args:
+        preset: a key of `transformers_v2l.testing.presets()`.
+        num_frames: frames of the clip.
+        longest_edge: the frame resize target in pixels.
+        dtype_bytes: bytes per element of the model's activations (2 for the benchmarks' bfloat16).
+
+    Returns:
+        The estimate in GiB.
+
+    Example:
+        ```python
+        estimate_memory_gib("500m", 12, 384)  # about 0.1
+        ```
+    """
+    from types import SimpleNamespace
+
+    from ..testing import presets
+
+    family = presets()[preset]
+    shapes = family.presets[preset]
+    config = SimpleNamespace(
+        **{key: value for key, value in shapes.items() if key not in ("vision", "text")},
+        vision_config=SimpleNamespace(**shapes["vision"]), text_config=SimpleNamespace(**shapes["text"]),
+    )  # fmt: skip
+    vision = family.vision_settings_for(config)  # the family's own pixel rules, from the preset's shapes
+    tokens = family.tokens_per_frame(SimpleNamespace(vision=vision, longest_edge=longest_edge))
+    side = max(vision.get("max_image_size") or vision.get("image_size") or 0, longest_edge)
+    text = shapes["text"]
+    clip = num_frames * _CLIP_BYTES_PER_FRAME
+    pixels = num_frames * 3 * side * side * 4
+    features = num_frames * tokens * (text["num_hidden_layers"] + 1) * text["hidden_size"] * dtype_bytes
+    return (clip + pixels + features) / 2**30
+
+
+def _available_gib() -> float | None:
+    """Memory available to a new allocation (psutil, else /proc/meminfo), or `None` if unknown."""
+    try:
+        import psutil
+
+        return psutil.virtual_memory().available / 2**30
+    except ImportError:
+        pass
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024 / 2**30
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def _check_arguments(args: argparse.Namespace) -> None:
+    """Refuse an unknown preset, an unwritable `--out-dir` and a clip that cannot fit in memory, before any model."""
+    from ..cli_args import check_writable
+    from ..errors import InvalidArgumentError
+    from ..testing import presets
+
+    if args.preset not in presets():
+        raise InvalidArgumentError(
+            f"--preset {args.preset!r} is not a preset; choose one of {sorted(presets())}."
+        )
+    check_writable(args.out_dir, "--out-dir")
+    if args.benchmark not in _IN_PROCESS:
+        return  # the sweep and long-video cells run in subprocesses under --memory-cap-gib
+    frames = args.frames[0] if args.frames else 12
+    edge = max(args.resolutions or (384, 512)) if args.benchmark in ("ttft", "all") else 384
+    needed, available = estimate_memory_gib(args.preset, frames, edge), _available_gib()
+    if available is not None and needed > available:
+        raise InvalidArgumentError(
+            f"--frames {frames} needs at least {needed:,.1f} GiB for one {args.preset} clip at {edge} px (the frames, "
+            f"their pixels and every layer's hidden states), and this machine has {available:,.1f} GiB available. "
+            f"Use fewer frames (each costs about {needed / frames * 1024:,.0f} MiB)."
+        )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -36,6 +36,7 @@ def add_eval_subparser(subparsers) -> argparse.ArgumentParser:
                                   "--videos", "videos", "--out", "out"])
         ```
     """
+    from ..cli_args import non_negative_int, positive_int
     from .benchmarks import BENCHMARKS
 
     parser = subparsers.add_parser(
@@ -55,17 +56,19 @@ def add_eval_subparser(subparsers) -> argparse.ArgumentParser:
     )
     parser.add_argument("--judge-model", help="Model name to request from the judge server.")
     parser.add_argument("--judge-cache", help="Judge cache folder (default: OUT/judge-cache).")
-    parser.add_argument("--judge-workers", type=int, default=1, help="Concurrent judge requests.")
-    parser.add_argument("--limit", type=int, help="Evaluate only the first N sampled examples.")
+    parser.add_argument("--judge-workers", type=positive_int, default=1, help="Concurrent judge requests.")
+    parser.add_argument("--limit", type=positive_int, help="Evaluate only the first N sampled examples.")
     parser.add_argument(
         "--sample-size",
-        type=int,
+        type=positive_int,
         help="Examples per benchmark or subset (reader default: 500; 100 videos for VidCapBench).",
     )
-    parser.add_argument("--batch-size", type=int, default=4)
-    parser.add_argument("--max-new-tokens", type=int, default=128)
-    parser.add_argument("--seed", type=int, default=0, help="Seed of the sampling and the bootstrap.")
-    parser.add_argument("--n-resamples", type=int, default=10_000, help="Bootstrap resamples.")
+    parser.add_argument("--batch-size", type=positive_int, default=4)
+    parser.add_argument("--max-new-tokens", type=positive_int, default=128)
+    parser.add_argument(
+        "--seed", type=non_negative_int, default=0, help="Seed of the sampling and the bootstrap."
+    )
+    parser.add_argument("--n-resamples", type=positive_int, default=10_000, help="Bootstrap resamples.")
     parser.add_argument("--missing-videos", choices=["error", "skip"], default="error")
     parser.add_argument("--no-plots", action="store_true", help="Skip the PNG plots.")
     parser.set_defaults(func=run_eval)
@@ -106,6 +109,7 @@ def run_eval(args: argparse.Namespace, *, model=None) -> int:
         run_eval(args)
         ```
     """
+    from ..cli_args import check_writable
     from ..errors import require
     from .benchmarks import load_benchmark
     from .judge import LLMJudge
@@ -114,6 +118,11 @@ def run_eval(args: argparse.Namespace, *, model=None) -> int:
 
     if bool(args.judge_url) != bool(args.judge_model):
         raise SystemExit("v2l eval: give both --judge-url and --judge-model, or neither.")
+    check_writable(args.out, "--out")  # the report is written after hours of generation: check now
+    if args.hypernetwork is not None and model is None:
+        from ..cli_internalize import check_hypernetwork_location
+
+        check_hypernetwork_location(args.hypernetwork)
     # fail before hours of generation, not after: every optional package this run will need
     require("datasets", "evaluation", "v2l eval")
     if not args.no_plots:

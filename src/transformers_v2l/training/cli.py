@@ -23,7 +23,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from ..errors import require
+from ..errors import InvalidArgumentError, require
 
 logger = logging.getLogger(__name__)
 
@@ -89,7 +89,7 @@ class Video2LoraScriptArguments:
     def __post_init__(self):
         for name in ("base_model", "train_data"):
             if not getattr(self, name):
-                raise ValueError(f"v2l train needs `{name}` (in the YAML file or as --{name}).")
+                raise InvalidArgumentError(f"v2l train needs `{name}` (in the YAML file or as --{name}).")
 
 
 @dataclass
@@ -150,7 +150,7 @@ class TeacherScriptArguments:
     def __post_init__(self):
         for name in ("base_model", "data", "output_dir"):
             if not getattr(self, name):
-                raise ValueError(f"v2l teacher needs `{name}` (in the YAML file or as --{name}).")
+                raise InvalidArgumentError(f"v2l teacher needs `{name}` (in the YAML file or as --{name}).")
 
 
 # ---- parsing ---------------------------------------------------------------------------------------
@@ -158,10 +158,29 @@ def _read_yaml(path: str | None) -> dict:
     if not path:
         return {}
     yaml = require("yaml", "training", "Reading a training YAML file")
+    if not Path(path).is_file():
+        raise FileNotFoundError(
+            f"{path} is not a file (nothing at {Path(path).absolute()}): pass a YAML config file."
+        )
     data = yaml.safe_load(Path(path).read_text()) or {}
     if not isinstance(data, dict):
-        raise ValueError(f"{path} must hold a YAML mapping of argument names to values.")
+        raise InvalidArgumentError(f"{path} must hold a YAML mapping of argument names to values.")
     return data
+
+
+def _check_required(command: str, config: dict, overrides: Sequence[str], names: Sequence[str]) -> None:
+    """Name every required field that neither the YAML file nor an override gives, before transformers is imported."""
+    given = set(config) | {
+        word[2:].split("=")[0].replace("-", "_") for word in overrides if word.startswith("--")
+    }
+    missing = [name for name in names if name not in given]
+    if missing:
+        named = [f"`{name}`" for name in missing]
+        needed = named[0] if len(named) == 1 else f"{', '.join(named[:-1])} and {named[-1]}"
+        raise InvalidArgumentError(
+            f"`{command}` is missing {needed}: give a YAML file (see examples/training/presets/) or "
+            f"{' '.join(f'--{name} VALUE' for name in missing)}."
+        )
 
 
 def parse_config(dataclass_types: Sequence[type], config: dict, overrides: Sequence[str] = ()) -> tuple:
@@ -186,13 +205,15 @@ def parse_config(dataclass_types: Sequence[type], config: dict, overrides: Seque
     known = {f.name for cls in dataclass_types for f in fields(cls) if f.init}
     unknown = sorted(set(config) - known)
     if unknown:
-        raise ValueError(f"Unknown configuration key(s) {unknown}; see `--help` for the accepted names.")
+        raise InvalidArgumentError(
+            f"Unknown configuration key(s) {unknown}; see `--help` for the accepted names."
+        )
     mappings = {k: v for k, v in config.items() if isinstance(v, (dict, list))}
     parser = HfArgumentParser(dataclass_types)
     parser.set_defaults(**{k: v for k, v in config.items() if k not in mappings})
     namespace, rest = parser.parse_known_args(list(overrides))
     if rest:
-        raise ValueError(f"Unknown command-line argument(s): {rest}")
+        raise InvalidArgumentError(f"Unknown command-line argument(s): {rest}")
     values = vars(namespace)
     for key, value in mappings.items():  # mappings and lists come from YAML as they are
         if f"--{key}" not in overrides:
@@ -301,13 +322,16 @@ def run_train(args: argparse.Namespace) -> int:
         run_train(argparse.Namespace(config="config.yaml", overrides=["--max_steps", "10"]))
         ```
     """
+    config = _read_yaml(args.config)
+    _check_required("train", config, args.overrides or (), ("base_model", "train_data"))
+    from ..cli_args import check_writable
     from .trainer import Video2LoraTrainingArguments
 
     script, training_args = parse_config(
-        (Video2LoraScriptArguments, Video2LoraTrainingArguments),
-        _read_yaml(args.config),
-        args.overrides or (),
+        (Video2LoraScriptArguments, Video2LoraTrainingArguments), config, args.overrides or ()
     )
+    if training_args.output_dir:  # before the model loads, not after training
+        check_writable(training_args.output_dir, "output_dir")
     trainer = build_trainer(script, training_args)
     resume = training_args.resume_from_checkpoint
     trainer.train(resume_from_checkpoint=True if resume == "last" else resume)
@@ -363,10 +387,14 @@ def run_teacher(args: argparse.Namespace) -> int:
         ```
     """
     accelerate = require("accelerate", "training", "v2l teacher")
+    config = _read_yaml(args.config)
+    _check_required("teacher", config, args.overrides or (), ("base_model", "data", "output_dir"))
+    from ..cli_args import check_writable
     from .data import SpanSampler, expand_spans, load_examples
     from .teacher import TeacherSettings, generate_teacher_targets
 
-    (script,) = parse_config((TeacherScriptArguments,), _read_yaml(args.config), args.overrides or ())
+    (script,) = parse_config((TeacherScriptArguments,), config, args.overrides or ())
+    check_writable(script.output_dir, "output_dir")
     import torch
 
     state = accelerate.PartialState(
