@@ -146,7 +146,7 @@ def test_pixels_settings_and_sampling(processor, ov_path, tmp_path):
     # the llava-hf layout: the video processor's config in a subfolder, 0.5B's settings
     folder = tmp_path / "llava-hf-layout"
     (folder / "video_processor").mkdir(parents=True)
-    for name in ("config.json", "tokenizer.json", "tokenizer_config.json", "chat_template.json"):
+    for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.json"):  # no config.json
         (folder / name).write_bytes((ov_path / name).read_bytes())
     sizes = {
         "size": {"height": 384, "width": 384},
@@ -155,13 +155,11 @@ def test_pixels_settings_and_sampling(processor, ov_path, tmp_path):
         "resample": 3,
     }
     (folder / "video_processor" / "preprocessor_config.json").write_text(json.dumps(sizes))
-    (folder / "processor_config.json").write_text(json.dumps({"num_image_tokens": 729}))
+    settings = {"processor_class": "LlavaOnevisionProcessor", "num_image_tokens": 729}
+    (folder / "processor_config.json").write_text(json.dumps(settings))
     loaded = Video2LoraProcessor.from_pretrained(folder)
-    assert (loaded.vision["image_size"], loaded.vision["num_image_tokens"], loaded.num_frames) == (
-        384,
-        729,
-        8,
-    )
+    found = (loaded.family, loaded.vision["image_size"], loaded.vision["num_image_tokens"], loaded.num_frames)
+    assert found == ("llava_onevision", 384, 729, 8)  # the family from processor_class alone
 
 
 def test_batches_of_different_frame_counts_encode_each_row_as_alone(hypernet, processor):

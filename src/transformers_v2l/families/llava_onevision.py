@@ -95,6 +95,7 @@ class LlavaOnevisionFamily(Video2LoraFamily):
     name = "llava_onevision"
     model_types = ("llava_onevision",)
     model_class_name = "LlavaOnevisionForConditionalGeneration"
+    processor_classes = ("LlavaOnevisionProcessor",)
     layers_path = "model.language_model.layers"
     module_subpaths: ClassVar[dict[str, str]] = dict(_MODULE_SUBPATHS)
     video_input_keys = ("pixel_values_videos",)
