@@ -274,7 +274,9 @@ async def _receive_upload(state: ServerState, request: Request) -> JSONResponse:
 async def _resolve_adapter(state: ServerState, model: str):
     if model == state.base_name:
         return None, None
-    record = await run_in_threadpool(state.store.get, model)
+    # the hot path stays on the event loop (a small JSON read, a cache hit): every hop to another thread
+    # costs a scheduling delay before the first token on a busy machine
+    record = state.store.get(model)
     if record["status"] != "ready":
         detail = (
             f": {record['error']}"

@@ -62,6 +62,27 @@ class AdapterCache:
         self.put(key, adapter)
         return adapter
 
+    def peek(self, key: str):
+        """The adapter if it is in memory (a hit), else `None`; never loads.
+
+        Args:
+            key: the video id.
+
+        Returns:
+            The `GeneratedLora` or `None`.
+
+        Example:
+            ```python
+            adapter = cache.peek(video) or cache.get(video)
+            ```
+        """
+        with self._lock:
+            if key not in self._items:
+                return None
+            self._items.move_to_end(key)
+            self.hits += 1
+            return self._items[key]
+
     def put(self, key: str, adapter) -> None:
         """Cache an adapter (for example one just internalized), dropping the least recently used ones.
 

@@ -139,6 +139,15 @@ class _RowAdapters:
         if all(adapter is None for adapter in adapters):
             self.enabled, self.lora_A, self.lora_B, self.scaling = False, {}, {}, None
             return
+        if len(adapters) == 1:  # one row: views of the adapter's own tensors, nothing to stack or copy
+            (adapter,) = adapters
+            self.lora_A = {(layer, m): t[layer : layer + 1].to(device) for m, t in adapter.lora_A.items()
+                           for layer in range(t.shape[0])}  # fmt: skip
+            self.lora_B = {(layer, m): t[layer : layer + 1].to(device) for m, t in adapter.lora_B.items()
+                           for layer in range(t.shape[0])}  # fmt: skip
+            self.scaling = torch.full((1, 1, 1), adapter.scaling, dtype=adapter.dtype, device=device)
+            self.enabled = True
+            return
         dtype = next(a for a in adapters if a is not None).dtype
         zero = self.zero.to(dtype=dtype) if self.zero.dtype != dtype else self.zero
         rows = [a if a is not None else zero for a in adapters]
