@@ -200,6 +200,8 @@ def create_app(state: ServerState) -> FastAPI:
         await run_in_threadpool(state.store.delete, video)
         state.cache.discard(video)
         state.planner.forget(video)
+        if getattr(state, "bridge", None) is not None:  # --engine vllm: vLLM drops the adapter too
+            await state.bridge.forget(video)
         return {"id": video, "object": "video.deleted", "deleted": True}
 
     @app.get("/v1/videos/{video}/adapter")
@@ -284,11 +286,15 @@ async def _resolve_adapter(state: ServerState, model: str):
             else "; retry when GET /v1/videos/{id} says ready"
         )
         raise VideoNotReadyError(f"Video {model!r} is {record['status']}{detail.replace('{id}', model)}.")
-    adapter = await run_in_threadpool(state.cache.get, model)
+    adapter = state.cache.peek(model)
+    if adapter is None:  # a miss loads the adapter from the store
+        adapter = await run_in_threadpool(state.cache.get, model)
     return adapter, await state.planner.describe_async(model, adapter)
 
 
 async def _chat(state: ServerState, request: Request):
+    if getattr(state, "bridge", None) is not None:  # --engine vllm: vLLM answers (vllm_bridge.py)
+        return await state.bridge.chat(state, await _read_json(request))
     chat = parse_chat_request(await _read_json(request))
     messages = chat.text_messages()
     params = chat.sampling(state.settings.default_max_tokens, state.settings.max_tokens)
