@@ -14,15 +14,6 @@ from torch import nn
 
 from .configuration_video2lora import Video2LoraConfig
 
-__all__ = [
-    "Video2LoraAttention",
-    "Video2LoraGatedMLP",
-    "Video2LoraPerceiverLayer",
-    "Video2LoraRMSNorm",
-    "Video2LoraResampler",
-    "Video2LoraResidualMLP",
-]
-
 #: Tokens per block of the inference-time gated MLPs: small blocks keep their `[tokens, hidden]` intermediates in cache.
 _BLOCK_TOKENS = 4096
 
