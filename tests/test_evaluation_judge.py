@@ -296,7 +296,7 @@ def test_cache_write_is_atomic(tmp_path, monkeypatch):
     def crash(*args, **kwargs):
         raise KeyboardInterrupt("crash in the middle of a write")
 
-    monkeypatch.setattr(json, "dump", crash)
+    monkeypatch.setattr(os, "fsync", crash)  # the new content is written, not yet in place
     with pytest.raises(KeyboardInterrupt):
         cache.put(key, {"raw_score": 1})
     assert cache_snapshot(tmp_path) == before  # old entry intact, no temporary file left

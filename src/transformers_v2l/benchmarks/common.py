@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from ..errors import require
+from ..training.utils import atomic_path, atomic_write_text
 
 __all__ = [
     "Sample",
@@ -321,14 +322,6 @@ def run_isolated(
 
 
 # ---- result files ------------------------------------------------------------------------------------
-def _atomic_target(path: str | os.PathLike) -> tuple[Path, Path]:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
-    os.close(handle)
-    return path, Path(tmp)
-
-
 def _jsonable(value: Any) -> Any:
     if isinstance(value, dict):
         return {str(k): _jsonable(v) for k, v in value.items()}
@@ -358,13 +351,7 @@ def write_json(path: str | os.PathLike, data: dict[str, Any]) -> Path:
         write_json("benchmarks/results/ttft_500m.json", results)
         ```
     """
-    path, tmp = _atomic_target(path)
-    try:
-        tmp.write_text(json.dumps(_jsonable(data), indent=2) + "\n")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return atomic_write_text(path, json.dumps(_jsonable(data), indent=2) + "\n")
 
 
 def save_figure(fig, path: str | os.PathLike) -> Path:
@@ -387,14 +374,12 @@ def save_figure(fig, path: str | os.PathLike) -> Path:
     require("matplotlib", "benchmarks", "Plotting benchmark results")
     import matplotlib.pyplot as plt
 
-    path, tmp = _atomic_target(path)
     try:
-        fig.savefig(tmp, dpi=120, bbox_inches="tight", format="png")
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=120, bbox_inches="tight", format="png")
     finally:
-        tmp.unlink(missing_ok=True)
         plt.close(fig)
-    return path
+    return Path(path)
 
 
 def new_figure(ncols: int = 1, width: float = 5.0, height: float = 3.6):

@@ -32,7 +32,6 @@ import json
 import logging
 import os
 import re
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -41,7 +40,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ..errors import require
-from ._io import make_readable
+from ..training.utils import atomic_write_text
 
 __all__ = [
     "RUBRIC_VERSION",
@@ -351,19 +350,7 @@ class JudgeCache:
             >>> JudgeCache("judge-cache").put("ab" * 32, {"raw_score": 4, "reason": "mostly right"})
             ```
         """
-        path = self.path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{key[:8]}-", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                json.dump(record, handle, ensure_ascii=False, sort_keys=True)
-                handle.flush()
-                os.fsync(handle.fileno())
-            make_readable(tmp)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write_text(self.path(key), json.dumps(record, ensure_ascii=False, sort_keys=True))
 
 
 class _RetryableError(Exception):

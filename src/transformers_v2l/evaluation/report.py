@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import require
-from ._io import atomic_path, atomic_write_text
+from ..training.utils import atomic_path, atomic_write_text
 from .benchmarks import BENCHMARKS
 from .metrics import token_f1_score
 from .runner import load_outputs

@@ -35,7 +35,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from ._io import atomic_write_text
+from ..training.utils import atomic_write_text
 
 __all__ = ["CONDITIONS", "Video2LoraModel", "load_outputs", "run_generation"]
 

@@ -15,7 +15,7 @@ import tempfile
 import threading
 from pathlib import Path
 
-__all__ = ["atomic_write_text", "current_umask", "plain_mode", "set_plain_permissions"]
+__all__ = ["atomic_path", "atomic_write_text", "current_umask", "plain_mode", "set_plain_permissions"]
 
 _UMASK_LOCK = threading.Lock()
 
@@ -126,3 +126,39 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
             os.unlink(tmp)
         raise
     return path
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike):
+    """Yield a temporary path beside `path`; when the block succeeds it replaces `path` atomically.
+
+    The caller writes the whole file to the yielded path (for example with `savefig`). The file is
+    fsynced and gets the permissions of a plain write; if the block raises, the temporary file is
+    removed and `path` is left as it was.
+
+    Args:
+        path: the final file; its folder is created.
+
+    Returns:
+        A context manager that yields the temporary `Path` to write.
+
+    Example:
+        ```python
+        with atomic_path("report/plot.png") as tmp:
+            fig.savefig(tmp, format="png")
+        ```
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=target.suffix or ".tmp", dir=target.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        with open(tmp, "rb+") as handle:
+            os.fsync(handle.fileno())
+        set_plain_permissions(tmp, target)
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
