@@ -65,7 +65,7 @@ def _slow_upload(url: str, clip: Path, ledger: Ledger, seconds: float = 3.0) -> 
             yield piece
             time.sleep(seconds / len(pieces))
 
-    headers = {"Content-Type": f"multipart/form-data; boundary={boundary}", "Content-Length": str(len(body))}
+    headers = {"Content-Type": f"multipart/form-data; boundary={boundary}"}  # sent chunked: no length
     try:
         response = requests.post(f"{url}/v1/videos", data=trickle(), headers=headers, timeout=30)
     except requests.RequestException:
