@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import shutil
 import statistics
 import tempfile
 import threading
@@ -415,6 +416,7 @@ def run_serve_bench(preset: str = "256m", *, repeats: int = 5, warmup: int = 1, 
         if merged is not None:
             merged.stop()
         server.stop()
+        shutil.rmtree(work, ignore_errors=True)  # the stores, clips and downloaded adapters
     results = {
         "benchmark": "serve",
         "preset": preset,
