@@ -87,6 +87,9 @@ def add_serve_subparser(subparsers) -> argparse.ArgumentParser:
             default=default,
             help=f"{help_text} (default {default:g})",
         )
+    from .vllm_options import add_vllm_arguments
+
+    add_vllm_arguments(parser)  # --engine vllm --vllm-url URL (vllm_bridge.py)
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     parser.set_defaults(func=run_serve)
     return parser
@@ -140,6 +143,9 @@ def run_serve(args: argparse.Namespace) -> int:
 
     for package in ("fastapi", "uvicorn", "python_multipart"):
         require(package, "serve", "v2l serve")
+    from .vllm_options import vllm_options
+
+    vllm = vllm_options(args)  # --engine vllm: checked before torch and the model load
     import torch
     import uvicorn
 
@@ -166,7 +172,12 @@ def run_serve(args: argparse.Namespace) -> int:
     if settings.host not in ("127.0.0.1", "::1", "localhost") and not settings.api_key:
         print(f"v2l serve: warning: listening on {settings.host} without an API key (--api-key or ${API_KEY_ENV}).",
               file=sys.stderr)  # fmt: skip
-    state = ServerState(hn, settings)
+    if vllm is not None:
+        from .vllm_bridge import VllmServerState
+
+        state = VllmServerState(hn, settings, vllm)
+    else:
+        state = ServerState(hn, settings)
     sock = bind_socket(settings.host, settings.port)
     host, port = sock.getsockname()[:2]
     url = f"http://{host}:{port}" if ":" not in host else f"http://[{host}]:{port}"
