@@ -365,3 +365,14 @@ def test_the_lazy_listing_matches_the_full_parsers():
     assert summaries(build_parser(())) == summaries(build_parser())
     assert build_parser(()).format_help() == build_parser().format_help()
     assert json.dumps(sorted(summaries(build_parser()))) == json.dumps(sorted(SUBCOMMANDS))
+
+
+def test_serve_says_once_that_the_embedded_model_knows_only_the_toy_world(capsys):
+    import argparse
+
+    from transformers_v2l.serving.cli import _load_hypernetwork
+
+    hn = _load_hypernetwork(argparse.Namespace(random_weights=None, hypernetwork=None, dtype=None))
+    assert hn.processor.family == "smolvlm"
+    err = capsys.readouterr().err
+    assert err.count("note:") == 1 and "toy world" in err and "--hypernetwork" in err

@@ -219,6 +219,14 @@ def load_hypernetwork(args: argparse.Namespace) -> Any:
 
 
 # ---- the embedded model and real videos -------------------------------------------------------------
+#: Printed once by `v2l serve` without `--hypernetwork`: uploads are internalized by the embedded model.
+EMBEDDED_MODEL_NOTE = (
+    "note: no --hypernetwork given: serving the embedded tiny-world model. It was trained only on the toy world "
+    "(a few colored shapes on a dark background), so adapters of real videos describe shapes, not the video. For "
+    f"real videos, use a real hypernetwork: {_CONVERT_EXAMPLE}."
+)
+
+
 def toy_world_note(videos: Sequence[str]) -> str:
     """The one note printed when the embedded tiny-world model is used on videos that are not toy-world clips.
 

@@ -110,8 +110,12 @@ def _load_hypernetwork(args):
             )
         return build_setup(args.random_weights).hypernet
     if args.hypernetwork is None:
+        import sys
+
+        from ..cli_internalize import EMBEDDED_MODEL_NOTE
         from ..demo import load_default_hypernetwork
 
+        print(EMBEDDED_MODEL_NOTE, file=sys.stderr)  # once, before any upload: what this model can answer
         return load_default_hypernetwork()
     from ..modeling_video2lora import Video2LoraHypernetwork
 
