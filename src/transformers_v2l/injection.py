@@ -10,7 +10,8 @@ Precision: the update is computed in float32 or wider (the widest of the activat
 float32), as PEFT does by default (it upcasts bf16/fp16 adapters to fp32), and added to the module's
 output in that dtype before casting back. On CPUs the small fp32 matmuls of a decoding step are also
 about 4x faster than bf16 ones. Per call, the adapter tensors are moved,
-cast and pre-scaled once (`s` folded into `B`), so each hook runs two matmuls and one add.
+cast once (a per-row scaling folded into `B`; a shared one is `baddbmm`'s `alpha`), so each hook runs one
+matmul and one fused matmul-add.
 """
 
 from __future__ import annotations
@@ -31,8 +32,9 @@ if TYPE_CHECKING:
 __all__ = ["inject_lora", "stack_adapters"]
 
 
-def _lora_hook(module, args, output, *, lora_A: torch.Tensor, lora_B: torch.Tensor):
-    # lora_A: [b, d_in, R] (transposed), lora_B: [b, R, d_out] with the scaling folded in; both in the compute dtype
+def _lora_hook(module, args, output, *, lora_A: torch.Tensor, lora_B: torch.Tensor, alpha: float):
+    # lora_A: [b, d_in, R] (transposed), lora_B: [b, R, d_out] (per-row scalings folded in, else `alpha`);
+    # both in the compute dtype
     x = args[0]  # [b, S, d_in]
     rows = x.shape[0]
     if lora_A.shape[0] != rows:  # generate() may expand the batch (beams, num_return_sequences)
@@ -44,9 +46,9 @@ def _lora_hook(module, args, output, *, lora_A: torch.Tensor, lora_B: torch.Tens
         lora_A, lora_B = lora_A.repeat_interleave(repeats, 0), lora_B.repeat_interleave(repeats, 0)
     compute = lora_A.dtype
     hidden = torch.bmm(x.to(compute), lora_A)  # [b, S, R]
-    if output.dtype == compute:
-        return torch.baddbmm(output, hidden, lora_B)  # output + hidden @ B: one kernel for the matmul and the add
-    return torch.baddbmm(output.to(compute), hidden, lora_B).to(output.dtype)
+    if output.dtype == compute:  # output + alpha * hidden @ B: one kernel for the matmul, the scaling and the add
+        return torch.baddbmm(output, hidden, lora_B, alpha=alpha)
+    return torch.baddbmm(output.to(compute), hidden, lora_B, alpha=alpha).to(output.dtype)
 
 
 @contextmanager
@@ -90,18 +92,23 @@ def inject_lora(
                 f"lora_B[{module!r}] must be [B, {num_layers}, {tensor_a.shape[2]}, {d_out}], got {list(tensor_b.shape)}."
             )
     handles = []
+    layers = family.decoder_layers()
     try:
         for module in sorted(lora_A):
-            weight = family.target_module(0, module).weight
+            targets = [layer.get_submodule(family.module_subpaths[module]) for layer in layers]
+            weight = targets[0].weight
             # at least fp32, as PEFT (its default upcasts adapters to fp32); also the fast path on CPUs
             compute = torch.promote_types(torch.promote_types(weight.dtype, lora_A[module].dtype), torch.float32)
             a = lora_A[module].to(weight.device, compute).transpose(-1, -2)  # [B, L, d_in, R]
-            b = lora_B[module].to(weight.device, compute)  # [B, L, R, d_out]
-            scale = scaling.to(weight.device, compute) if torch.is_tensor(scaling) else float(scaling)
-            b = b * (scale.view(-1, 1, 1, 1) if torch.is_tensor(scale) else scale)
+            b = lora_B[module].to(weight.device, compute)  # [B, L, R, d_out]; no copy when already there
+            alpha = 1.0
+            if torch.is_tensor(scaling):  # one scaling per row: folded into B
+                b = b * scaling.to(weight.device, compute).view(-1, 1, 1, 1)
+            else:
+                alpha = float(scaling)
             for layer in range(num_layers):
-                hook = partial(_lora_hook, lora_A=a[:, layer], lora_B=b[:, layer])
-                handles.append(family.target_module(layer, module).register_forward_hook(hook))
+                hook = partial(_lora_hook, lora_A=a[:, layer], lora_B=b[:, layer], alpha=alpha)
+                handles.append(targets[layer].register_forward_hook(hook))
         yield
     finally:
         for handle in handles:
