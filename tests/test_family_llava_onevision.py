@@ -431,3 +431,19 @@ def test_matches_official_llava_onevision_processor(settings, ov_path, ov_05b_fo
         mine["attention_mask"], theirs["attention_mask"]
     )
     assert (mine["pixel_values_videos"] - theirs["pixel_values_videos"]).abs().max() <= 1e-6
+
+
+@pytest.mark.slow
+def test_real_shapes_internalize_and_answer():
+    """The 0.5B checkpoint's shapes (random weights, bf16) with the paper's hypernetwork: one frame end to end."""
+    from transformers_v2l.benchmarks import models
+
+    setup = models.build_setup("llava-ov-0.5b")
+    assert setup.tokens_per_frame == 196 and setup.hypernet.config.num_hidden_layers == 24
+    adapter = setup.hypernet.internalize(models.random_video(1))
+    assert adapter.lora_A["down_proj"].shape == (24, 32, 4864) and adapter.lora_B["down_proj"].shape == (
+        24,
+        32,
+        896,
+    )
+    assert isinstance(setup.hypernet.answer(adapter, "What happens?", max_new_tokens=2), str)
