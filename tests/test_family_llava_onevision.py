@@ -190,6 +190,10 @@ def test_batches_of_different_frame_counts_encode_each_row_as_alone(hypernet, pr
         new = alone.sequences[0, single["input_ids"].shape[1] :].tolist()  # at most 4 tokens
         assert together.sequences[row, asked["input_ids"].shape[1] :].tolist()[: len(new)] == new
         torch.testing.assert_close(together.logits[0][row], alone.logits[0][0], atol=1e-4, rtol=1e-4)
+    # through the public path: the runtime asks the family for its generation inputs
+    answers = hypernet.answer_with_video(videos, ["What happens?", "Why?"], max_new_tokens=4)
+    for video, question, answer in zip(videos, ["What happens?", "Why?"], answers):
+        assert answer == hypernet.answer_with_video(video, question, max_new_tokens=4)
     broken = {**batch, "input_ids": batch["input_ids"][:, 1:]}
     broken["input_ids"][0, 0] = processor.tokenizer.convert_tokens_to_ids("<video>")
     with pytest.raises(ValueError, match="video tokens"):

@@ -337,12 +337,13 @@ class Video2LoraRuntime:
         tensors = {k: v.to(device, non_blocking=True) for k, v in inputs.items() if torch.is_tensor(v)}
         tokenizer = self.processor.tokenizer
         kwargs = {"do_sample": False, "pad_token_id": self.processor.pad_token_id, **generate_kwargs}
+        model_inputs = self.family.generation_inputs(**tensors)
         if adapters is None:
-            output = self.vlm.generate(**tensors, max_new_tokens=max_new_tokens, **kwargs)
+            output = self.vlm.generate(**model_inputs, max_new_tokens=max_new_tokens, **kwargs)
         else:
             lora_A, lora_B, scaling = stack_adapters(list(adapters))
             with inject_lora(self.family, lora_A, lora_B, scaling):
-                output = self.vlm.generate(**tensors, max_new_tokens=max_new_tokens, **kwargs)
+                output = self.vlm.generate(**model_inputs, max_new_tokens=max_new_tokens, **kwargs)
         new_tokens = output[:, tensors["input_ids"].shape[1] :]
         return [text.strip() for text in tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
 

@@ -187,3 +187,22 @@ class LiveModelMixin:
         if mask is None:
             mask = torch.ones(features.shape[0], features.shape[2], dtype=torch.long, device=features.device)
         return features, mask.long()
+
+    def generation_inputs(self, **inputs: torch.Tensor) -> dict[str, torch.Tensor]:
+        """*Override.* The inputs `generate` takes for processor outputs (default: unchanged).
+
+        A family whose model cannot take a batch as the processor builds it (for example videos of
+        different frame counts) returns equivalent inputs here (such as `inputs_embeds`).
+
+        Args:
+            **inputs: processor outputs on the model's device.
+
+        Returns:
+            The keyword arguments for `generate`.
+
+        Example:
+            ```python
+            output = vlm.generate(**family.generation_inputs(**inputs), max_new_tokens=16)
+            ```
+        """
+        return dict(inputs)

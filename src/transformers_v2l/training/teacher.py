@@ -34,6 +34,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..errors import VideoDecodeError
+from ..families import get_family
 from .teacher_outputs import CONFIG_FILE, load_teacher_dataset, shard_path, teacher_features
 from .utils import atomic_write_text
 
@@ -131,7 +132,7 @@ def _generate_batch(
     tensors = {k: v.to(device) for k, v in inputs.items() if torch.is_tensor(v)}
     tokenizer = processor.tokenizer
     output = vlm.generate(
-        **tensors,
+        **get_family(vlm).generation_inputs(**tensors),
         max_new_tokens=settings.max_new_tokens,
         do_sample=False,
         pad_token_id=tokenizer.pad_token_id,
