@@ -281,3 +281,11 @@ def test_bench_cli_parses():
     args = parser.parse_args(["bench", "sweep", "--frames", "8", "12", "--resolutions", "384"])
     assert args.benchmark == "sweep" and args.frames == [8, 12] and args.resolutions == [384]
     assert callable(args.func)
+
+
+def test_sweep_refuses_a_family_without_a_tile_setting_before_any_work():
+    from transformers_v2l.benchmarks.sweep import run_sweep
+    from transformers_v2l.errors import InvalidArgumentError
+
+    with pytest.raises(InvalidArgumentError, match="llava-ov-0.5b.*fixed input size"):
+        run_sweep("llava-ov-0.5b", frames=(8,), resolutions=(384,))

@@ -204,6 +204,14 @@ def run_sweep(
         run_sweep("500m", frames=(8, 12, 24), resolutions=(384, 512))
         ```
     """
+    from ..errors import InvalidArgumentError
+    from ..testing import family_of_preset
+
+    if not tiny and "max_image_size" not in family_of_preset(preset).defaults.vision:
+        raise InvalidArgumentError(
+            f"v2l bench sweep varies the vision tower's square tile (the `max_image_size` pixel setting); preset "
+            f"{preset!r} ({family_of_preset(preset).name}) has a fixed input size. Use `v2l bench ttft --frames ...`."
+        )
     name = "tiny" if tiny else preset
     out_dir = Path(out_dir)
     results: dict[str, Any] = {
