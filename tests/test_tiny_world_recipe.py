@@ -18,13 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from transformers_v2l.demo import (
-    DEFAULT_MODEL_DIR,
-    answer_protocol,
-    load_default_hypernetwork,
-    recall_then_answer,
-    run_demo,
-)
+from transformers_v2l.demo import DEFAULT_MODEL_DIR, load_default_hypernetwork, run_demo
 
 EXAMPLE_DIR = Path(__file__).resolve().parents[1] / "examples" / "tiny_world"
 HAS_ASSETS = (DEFAULT_MODEL_DIR / "base" / "config.json").exists() and (
@@ -102,46 +96,40 @@ def test_demo_runs_offline(capsys):
 @pytest.mark.parametrize(
     ("qa_format", "reader"), [("direct", "adapter"), ("dialog", "frozen"), ("dialog", "adapter")]
 )
-def test_demo_follows_the_model_answer_protocol(tmp_path, capsys, qa_format, reader):
+def test_a_0_1_recipe_protocol_becomes_the_processor_answer_setting(tmp_path, capsys, qa_format, reader):
     model_dir = tmp_path / "model"
     shutil.copytree(DEFAULT_MODEL_DIR, model_dir)
     recipe_json = json.loads((model_dir / "recipe.json").read_text())
     (model_dir / "recipe.json").write_text(
         json.dumps({**recipe_json, "qa_format": qa_format, "dialog_reader": reader})
     )
-    assert answer_protocol(model_dir) == {"qa_format": qa_format, "dialog_reader": reader}
+    answer = load_default_hypernetwork(model_dir).processor.answer
+    assert answer["protocol"] == ("recall" if qa_format == "dialog" else "direct")
+    assert qa_format == "direct" or answer["reader"] == reader
     args = argparse.Namespace(
         seed=2, num_questions=2, max_new_tokens=8, model_dir=str(model_dir), save_video=None
     )
     assert run_demo(args) == 0
     out = capsys.readouterr().out
     assert out.count("ground truth") == 2 and out.count("time to first token") == 4
-    assert ("turn after its own caption" in out) == (qa_format == "dialog")
-    assert ("the frozen model answers" in out) == (qa_format == "dialog" and reader == "frozen")
 
 
 @needs_assets
-def test_recall_then_answer_reads_the_recalled_caption(tmp_path):
+def test_recall_protocol_answers_the_turn_after_the_recalled_caption(tmp_path):
     from transformers_v2l.toy_world import CAPTION_PROMPT, dialog_prompt, make_clip, write_video
 
     hn = load_default_hypernetwork()
+    assert hn.processor.answer["protocol"] == "recall" and hn.processor.answer["reader"] == "frozen"
     clip = make_clip(4, "test")
     path = str(write_video(clip.frames, tmp_path / "clip.mp4"))
     adapter = hn.internalize(path)
     questions = [item["question"] for item in clip.qa[:2]]
-    caption, answers = recall_then_answer(hn, questions, adapter=adapter, max_new_tokens=8)
-    assert caption == hn.answer(adapter, CAPTION_PROMPT, max_new_tokens=48)
-    assert answers == hn.answer_plain([dialog_prompt(caption, q) for q in questions], max_new_tokens=8)
-    with_adapter = recall_then_answer(hn, questions, adapter=adapter, reader="adapter", max_new_tokens=8)[1]
-    assert with_adapter == hn.answer(
-        adapter, [dialog_prompt(caption, q) for q in questions], max_new_tokens=8
+    caption = hn.answer(adapter, CAPTION_PROMPT, max_new_tokens=48)  # the recall prompt is asked directly
+    eot = hn.family.end_of_turn_token
+    expected = hn.answer_plain(
+        [dialog_prompt(caption, q, end_of_turn_token=eot) for q in questions], max_new_tokens=8
     )
-    base_caption, _ = recall_then_answer(hn, questions, video=path, max_new_tokens=8)
-    assert base_caption == hn.answer_with_video(path, CAPTION_PROMPT, max_new_tokens=48)
-    with pytest.raises(ValueError, match="an adapter or a video"):
-        recall_then_answer(hn, questions, adapter=adapter, video=path)
-    with pytest.raises(ValueError, match="reader"):
-        recall_then_answer(hn, questions, adapter=adapter, reader="video")
+    assert hn.answer(adapter, questions, max_new_tokens=8) == expected  # the frozen model reads the caption
 
 
 def test_dialog_format_asks_after_the_caption_turn(recipe):
@@ -171,7 +159,9 @@ def test_text_only_dialog_tasks_score_the_answer_and_never_see_the_video(recipe)
     packer = recipe.PackedTasks(tokenizer, prefix, "dialog")
     caption, question = "A red square moves left.", "What color is the square?"
     ids, labels = packer.text_segment(question, caption, "red")
-    assert tokenizer.decode(ids) == recipe.chat(dialog_prompt(caption, question), "red")
+    assert tokenizer.decode(ids) == recipe.chat(
+        dialog_prompt(caption, question, end_of_turn_token="<end_of_utterance>"), "red"
+    )
     assert tokenizer.decode([t for t, label in zip(ids, labels) if label != -100]) == " red<end_of_utterance>"
     batch = packer.batch([[("Describe the video.", caption)]], [[(question, caption, "red")]])
     text = slice(batch["input_ids"].shape[1] - len(ids), None)  # the text-only segment comes last
@@ -190,9 +180,7 @@ def test_cli_defaults_to_the_embedded_model_and_its_protocol(tmp_path, capsys):
     assert (
         main(["ask", str(tmp_path / "adapter"), "How many objects are there?", "--max-new-tokens", "4"]) == 0
     )
-    out = capsys.readouterr().out
-    assert "Q: How many objects are there?" in out
-    assert ("Recalled caption:" in out) == (answer_protocol()["qa_format"] == "dialog")
+    assert "Q: How many objects are there?" in capsys.readouterr().out
 
 
 @needs_assets

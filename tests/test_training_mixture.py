@@ -38,7 +38,9 @@ def test_check_counts_types_and_names_missing_or_unknown_ones():
         TaskMixture.parse("caption=1").check(TYPES)
     with pytest.raises(InvalidArgumentError, match=r"draws \['summary'\]"):
         TaskMixture.parse("caption=1,qa=1,summary=1").check(TYPES)
-    assert TaskMixture.parse("caption=1,qa=1,summary=0").check(TYPES)["summary"] == 0  # weight 0: may be absent
+    assert (
+        TaskMixture.parse("caption=1,qa=1,summary=0").check(TYPES)["summary"] == 0
+    )  # weight 0: may be absent
 
 
 def test_sampler_follows_the_weights_not_the_row_counts():
@@ -58,7 +60,10 @@ def test_sampler_uses_every_example_of_a_type_before_repeating_it():
 
 
 def test_sampler_is_a_function_of_seed_and_epoch():
-    a, b = TaskMixtureSampler(TYPES, "caption=1,qa=1", seed=0), TaskMixtureSampler(TYPES, "caption=1,qa=1", seed=0)
+    a, b = (
+        TaskMixtureSampler(TYPES, "caption=1,qa=1", seed=0),
+        TaskMixtureSampler(TYPES, "caption=1,qa=1", seed=0),
+    )
     assert list(a) == list(b) and list(a) == list(a)  # same seed, same order, every time it is iterated
     first = list(a)
     a.set_epoch(1)

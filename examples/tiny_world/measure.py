@@ -220,7 +220,12 @@ def dialog_generation(hn, rows: list[dict], out: Path, settings: dict, reader: s
         ("v2l", FrozenReader(hn), "v2l_frozen"),
     ):
         questions = [
-            {**r, "prompt": dialog_prompt(own[(condition, r["clip_id"])], r["prompt"])}
+            {
+                **r,
+                "prompt": dialog_prompt(
+                    own[(condition, r["clip_id"])], r["prompt"], end_of_turn_token=hn.family.end_of_turn_token
+                ),
+            }
             for r in rows
             if r["task"] == "qa"
         ]
@@ -310,7 +315,11 @@ def evaluate(work: Path, cfg: RecipeConfig, hn, limit: int | None = None) -> dic
     def control_prompts(own_captions: list[str]) -> list[str]:  # dialog: each control reads its own caption
         if cfg.qa_format != "dialog":
             return [r["prompt"] for r in questions]
-        return [dialog_prompt(own_captions[clip_index[r["clip_id"]]], r["prompt"]) for r in questions]
+        eot = hn.family.end_of_turn_token
+        return [
+            dialog_prompt(own_captions[clip_index[r["clip_id"]]], r["prompt"], end_of_turn_token=eot)
+            for r in questions
+        ]
 
     wrong_prompts = control_prompts(caption_runs["wrong_video"][1])
     reader = FrozenReader(hn) if cfg.qa_format == "dialog" and cfg.dialog_reader == "frozen" else hn

@@ -85,7 +85,8 @@ class PackedTasks:
             return self._cache[key]
         if self.qa_format == "dialog":
             prompt = self.tokenizer(
-                chat(toy_world.dialog_prompt(description, question)), add_special_tokens=False
+                chat(toy_world.dialog_prompt(description, question, end_of_turn_token="<end_of_utterance>")),
+                add_special_tokens=False,
             )["input_ids"]
             target = self._answer_ids(answer)
             self._cache[key] = (prompt + target, [-100] * len(prompt) + target)

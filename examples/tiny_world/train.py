@@ -226,7 +226,8 @@ def clip_tasks(rows: list[dict], qa_format: str = "direct") -> dict[str, list[tu
         if row["task_type"] == "qa" and qa_format == "reasoned":
             target = toy_world.reasoned_answer(captions[row["metadata"]["clip_id"]], target)
         if row["task_type"] == "qa" and qa_format == "dialog":
-            prompt = toy_world.dialog_prompt(captions[row["metadata"]["clip_id"]], prompt)
+            caption = captions[row["metadata"]["clip_id"]]
+            prompt = toy_world.dialog_prompt(caption, prompt, end_of_turn_token="<end_of_utterance>")
         tasks.setdefault(row["metadata"]["clip_id"], []).append((prompt, target))
     return tasks
 

@@ -437,7 +437,7 @@ def reasoned_answer(caption: str, answer: str) -> str:
     return f"{caption} {ANSWER_MARKER} {answer}"
 
 
-def dialog_prompt(caption: str, question: str) -> str:
+def dialog_prompt(caption: str, question: str, *, end_of_turn_token: str) -> str:
     """A question as the second user turn, after the caption prompt and a caption of the video.
 
     Inside the chat format this is the standard two-turn conversation `User: <video> Describe the video.`
@@ -447,16 +447,18 @@ def dialog_prompt(caption: str, question: str) -> str:
     Args:
         caption: the caption the answering model gave to `CAPTION_PROMPT`.
         question: the question.
+        end_of_turn_token: the base model family's end of a turn (`hn.family.end_of_turn_token`).
 
     Returns:
         The user text to pass as the prompt.
 
     Example:
         ```python
-        dialog_prompt("A red circle moves left.", "What color is the circle?")
+        dialog_prompt("A red circle moves left.", "What color is the circle?", end_of_turn_token=hn.family.end_of_turn_token)
         ```
     """
-    return f"{CAPTION_PROMPT}<end_of_utterance>\nAssistant: {caption}<end_of_utterance>\nUser: {question}"
+    end = end_of_turn_token
+    return f"{CAPTION_PROMPT}{end}\nAssistant: {caption}{end}\nUser: {question}"
 
 
 def final_answer(text: str) -> str:
