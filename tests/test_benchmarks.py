@@ -287,5 +287,5 @@ def test_sweep_refuses_a_family_without_a_tile_setting_before_any_work():
     from transformers_v2l.benchmarks.sweep import run_sweep
     from transformers_v2l.errors import InvalidArgumentError
 
-    with pytest.raises(InvalidArgumentError, match=r"llava-ov-0\.5b.*fixed input size"):
+    with pytest.raises(InvalidArgumentError, match=r"llava-ov-0\.5b.*has no such tile"):
         run_sweep("llava-ov-0.5b", frames=(8,), resolutions=(384,))

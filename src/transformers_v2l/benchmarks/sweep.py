@@ -210,7 +210,8 @@ def run_sweep(
     if not tiny and "max_image_size" not in family_of_preset(preset).defaults.vision:
         raise InvalidArgumentError(
             f"v2l bench sweep varies the vision tower's square tile (the `max_image_size` pixel setting); preset "
-            f"{preset!r} ({family_of_preset(preset).name}) has a fixed input size. Use `v2l bench ttft --frames ...`."
+            f"{preset!r} ({family_of_preset(preset).name}) has no such tile (its frames are sized another way). Use "
+            "`v2l bench ttft --frames ...`."
         )
     name = "tiny" if tiny else preset
     out_dir = Path(out_dir)
