@@ -171,15 +171,25 @@ def test_evaluate_benchmark_runs_both_conditions_and_reports(tmp_path):
 
 
 def test_share_adapter_through_peft_and_the_local_hub(tmp_path, local_hub):
-    run_example("share_adapter", "--repo-id tester/example-adapter --max-new-tokens 12", tmp_path)
+    from huggingface_hub import HfApi
+
+    api = HfApi(endpoint=local_hub.url, token=local_hub.token)  # the embedded base model, on the Hub
+    base_id = api.create_repo("tester/tiny-world-base").repo_id
+    api.upload_folder(folder_path=str(DEFAULT_MODEL_DIR / "base"), repo_id=base_id)
+    options = f"--repo-id tester/example-adapter --base-model-id {base_id} --max-new-tokens 12"
+    run_example("share_adapter", options, tmp_path)
     summary = read_json(tmp_path / "summary.json")
     assert summary["peft_answer"] == summary["library_answer"] != ""
     assert summary["hub"]["identical"]
     folder = tmp_path / "adapter"
     pushed = local_hub.files("tester/example-adapter", summary["hub"]["commit"])
-    for name in ("adapter_config.json", "adapter_model.safetensors"):
-        assert pushed[name] == (folder / name).read_bytes()
-    assert 'PeftModel.from_pretrained(base, "tester/example-adapter")' in pushed["README.md"].decode()
+    assert pushed["adapter_model.safetensors"] == (folder / "adapter_model.safetensors").read_bytes()
+    local_config = json.loads((folder / "adapter_config.json").read_text())
+    assert local_config["base_model_name_or_path"] == str(DEFAULT_MODEL_DIR / "base")
+    assert json.loads(pushed["adapter_config.json"]) == {**local_config, "base_model_name_or_path": base_id}
+    card = pushed["README.md"].decode()
+    assert 'PeftModel.from_pretrained(base, "tester/example-adapter")' in card
+    assert f'from_pretrained("{base_id}")' in card and str(DEFAULT_MODEL_DIR) not in card
 
 
 def test_share_adapter_without_a_hub_fails_with_the_library_message(tmp_path):
@@ -188,7 +198,7 @@ def test_share_adapter_without_a_hub_fails_with_the_library_message(tmp_path):
         endpoint = f"http://127.0.0.1:{probe.getsockname()[1]}"
     env = example_env(HF_TOKEN="hf_unused", HF_HOME=str(tmp_path / "hf_home"))
     env.pop("HF_HUB_OFFLINE", None)
-    options = f"--endpoint {endpoint} --max-new-tokens 4"
+    options = f"--endpoint {endpoint} --base-model-id tester/tiny-world-base --max-new-tokens 4"
     result = run_example("share_adapter", options, tmp_path, env=env, returncode=1)
     assert "Traceback" not in result.stderr
     assert (

@@ -1,6 +1,7 @@
 """Adapters and hypernetwork checkpoints through a local Hub-compatible server, with the real client."""
 
 import contextlib
+import json
 import os
 import re
 import shlex
@@ -257,8 +258,9 @@ def test_a_push_to_an_unreachable_hub_says_so(tiny_vlm, monkeypatch, tmp_path):
     url = _unreachable_hub(monkeypatch, tmp_path)
     with pytest.raises(
         HubPushError,
-        match=rf"at {url} failed: could not create the repository \(ConnectError.*Nothing was written locally\. "
-        rf"The Hub at {url} could not be reached: check your network connection.*`save_pretrained`",
+        match=rf"at {url} failed: could not create the repository \(ConnectError.*Nothing was written locally, and "
+        rf"the adapter is unchanged\. The Hub at {url} could not be reached: check your network connection.*"
+        r"`save_pretrained`.*To retry: `adapter.push_to_hub\('me/clip-adapter'\)`",
     ):
         make_adapter(tiny_vlm).push_to_hub("me/clip-adapter", token="hf_not_a_real_token")
 
@@ -408,6 +410,34 @@ def test_an_adapter_of_a_local_base_model_is_pushed_under_its_hub_id(
     pulled = GeneratedLora.from_pretrained("tester/clip")
     assert_same(pulled, adapter)
     assert pulled.base_model_name_or_path == hub_base_model
+
+
+def test_adapter_push_to_hub_needs_the_hub_id_of_a_local_base_model(
+    tiny_vlm, tiny_vlm_path, hub_base_model, local_hub, tmp_path
+):
+    adapter = make_adapter(tiny_vlm, base=tiny_vlm_path)
+    local_hub.requests.clear()
+    with pytest.raises(BaseModelIdError, match=r"the local path .*push_to_hub\(repo_id, base_model_id="):
+        adapter.push_to_hub("tester/clip", private=True)
+    with pytest.raises(BaseModelIdError, match="the local path"):  # save and push: refused before the save
+        adapter.save_pretrained(tmp_path / "clip-adapter", push_to_hub=True, repo_id="tester/clip")
+    assert local_hub.requests == [] and "tester/clip" not in local_hub.repos, "refused before any upload"
+    assert not (tmp_path / "clip-adapter").exists()
+
+    info = adapter.push_to_hub("tester/clip", base_model_id=hub_base_model)
+    files = local_hub.files("tester/clip", info.oid)
+    assert json.loads(files["adapter_config.json"])["base_model_name_or_path"] == hub_base_model
+    assert front_matter(files["README.md"].decode())["base_model"] == hub_base_model
+    assert str(tiny_vlm_path).encode() not in files["adapter_config.json"] + files["README.md"]
+    assert adapter.base_model_name_or_path == str(tiny_vlm_path), "the local adapter keeps its path"
+    folder = adapter.save_pretrained(
+        tmp_path / "clip-adapter", push_to_hub=True, repo_id="tester/clip", base_model_id=hub_base_model
+    )
+    local_config = json.loads((folder / "adapter_config.json").read_text())
+    assert local_config["base_model_name_or_path"] == str(tiny_vlm_path)
+    pushed = json.loads(local_hub.files("tester/clip")["adapter_config.json"])
+    assert pushed == {**local_config, "base_model_name_or_path": hub_base_model}
+    assert_same(GeneratedLora.from_pretrained("tester/clip"), adapter)
 
 
 def test_a_push_that_fails_midway_keeps_the_adapter_and_says_what_to_retry(

@@ -62,13 +62,13 @@ def hypernetwork_adapter(hypernet) -> GeneratedLora:
 
 
 def test_plain_peft_in_a_fresh_process_matches_injection(
-    tiny_hypernet, tiny_vlm, tiny_vlm_path, local_hub, tmp_path
+    tiny_hypernet, tiny_vlm, tiny_vlm_path, hub_base_model, local_hub, tmp_path
 ):
     adapter = hypernetwork_adapter(tiny_hypernet)
     assert adapter.rank == 2 * tiny_hypernet.config.lora_rank  # bias ranks included in r
     assert float(adapter.lora_B["down_proj"].abs().max()) > 0
     folder = adapter.save_pretrained(tmp_path / "lecture-adapter")
-    adapter.push_to_hub("tester/lecture-adapter")
+    adapter.push_to_hub("tester/lecture-adapter", base_model_id=hub_base_model)  # the base is a folder here
 
     ids = torch.tensor([[1, 17, 42, 99, 123, 256, 300, 12]])
     lora_A, lora_B, scaling = stack_adapters([adapter])

@@ -5,14 +5,17 @@
 2. Plain `peft.PeftModel.from_pretrained` loads that folder onto the plain base model, and answers a
    question with no transformers-v2l code in the loop; the library answers the same question.
 3. `adapter.push_to_hub` uploads the adapter, and `GeneratedLora.from_pretrained` pulls it back at
-   the pushed commit.
+   the pushed commit. The embedded model's base model is a folder, which nobody who downloads the
+   adapter can load: `--base-model-id` names that base model on the Hub, and the pushed
+   `adapter_config.json` and model card record that id, never the folder.
 
-Step 3 needs a Hub: huggingface.co (log in first), or the local test server (see README.md). The
-endpoint comes from `--endpoint` or `HF_ENDPOINT`. Without a reachable Hub, the script prints the
-library's error and exits with status 1.
+Step 3 needs a Hub: huggingface.co (log in first), or the local test server (see README.md), holding
+the base model. The endpoint comes from `--endpoint` or `HF_ENDPOINT`. Without a reachable Hub or
+without `--base-model-id`, the script prints the library's error and exits with status 1.
 
 Usage:
-    python examples/share_adapter/share_adapter.py --endpoint http://127.0.0.1:8808 --repo-id tester/demo-adapter
+    python examples/share_adapter/share_adapter.py --endpoint http://127.0.0.1:8808 \
+        --repo-id tester/demo-adapter --base-model-id tester/tiny-world-base
 
 Writes `OUT_DIR/adapter/` (the PEFT folder), `OUT_DIR/hub-cache/` and `OUT_DIR/summary.json`.
 """
@@ -42,6 +45,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--repo-id",
         default="video2lora-example-adapter",
         help="Hub repository; a bare name goes to the token's own namespace.",
+    )
+    parser.add_argument(
+        "--base-model-id",
+        help="The Hub id of the base model, recorded in the pushed files (needed when it was loaded from a "
+        "folder, as the embedded model's is).",
     )
     parser.add_argument("--endpoint", help="Hub URL (default: HF_ENDPOINT, else https://huggingface.co).")
     parser.add_argument("--token", help="Hub token (default: HF_TOKEN or the stored `hf auth login`).")
@@ -89,7 +97,9 @@ def push_and_pull(adapter: GeneratedLora, args: argparse.Namespace) -> dict[str,
 
     from transformers_v2l import GeneratedLora
 
-    info = adapter.push_to_hub(args.repo_id, private=args.private, token=args.token)
+    info = adapter.push_to_hub(
+        args.repo_id, base_model_id=args.base_model_id, private=args.private, token=args.token
+    )
     repo_id = info.repo_url.repo_id
     print(f"Pushed to {info.repo_url} at commit {info.oid}")
     pulled = GeneratedLora.from_pretrained(
@@ -132,9 +142,13 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         summary["hub"] = push_and_pull(adapter, args)
-    except Video2LoraError as error:  # HubPushError or HubUnavailableError: the message says what failed
+    except Video2LoraError as error:  # BaseModelIdError, HubPushError, HubUnavailableError: says what failed
         print(f"error: {type(error).__name__}: {error}", file=sys.stderr)
-        print("The Hub step needs a reachable Hub: see examples/share_adapter/README.md.", file=sys.stderr)
+        print(
+            "The Hub step needs a reachable Hub and the base model's Hub id (--base-model-id): see "
+            "examples/share_adapter/README.md.",
+            file=sys.stderr,
+        )
         return 1
     finally:
         (args.out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")

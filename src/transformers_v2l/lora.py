@@ -294,35 +294,43 @@ class GeneratedLora:
 
         Args:
             save_directory: the folder (created, or updated in place with a rename).
-            push_to_hub: also upload the folder; a failed upload leaves it intact.
+            push_to_hub: also upload the adapter, as `push_to_hub` does; a failed upload leaves the folder intact.
             repo_id: the Hub repository; defaults to the folder name.
-            **push_kwargs: `private`, `revision`, `commit_message`, `create_pr`, `token`.
+            **push_kwargs: `base_model_id`, `private`, `revision`, `commit_message`, `create_pr`, `token`.
 
         Returns:
             The folder.
+
+        Raises:
+            transformers_v2l.hub.BaseModelIdError: `push_to_hub` with a base model loaded from a folder and
+                no `base_model_id` (raised before anything is written).
 
         Example:
             ```python
             adapter.save_pretrained("clip-adapter")
             ```
         """
-        from .hub import atomic_folder, push_folder_to_hub
+        from .hub import atomic_folder, publishable_base_model, push_adapter_to_hub
 
         target = Path(save_directory)
+        if push_to_hub:  # a base model nobody can download is refused before anything is written
+            publishable_base_model(self.base_model_name_or_path, push_kwargs.get("base_model_id"))
         with atomic_folder(target) as tmp:
             save_file(self.to_peft_state_dict(), str(tmp / WEIGHTS_NAME), metadata={"format": "pt"})
             self.config.save_pretrained(str(tmp))
             self.model_card(repo_id).save(tmp / CARD_NAME)
         if push_to_hub:
-            push_kwargs.setdefault("commit_message", "Upload Video2LoRA adapter")
-            files = [CONFIG_NAME, WEIGHTS_NAME, CARD_NAME]  # not other files the folder may hold
-            push_folder_to_hub(target, repo_id or target.absolute().name, allow_patterns=files, **push_kwargs)
+            local = f"The local folder {target} is saved and complete; the upload did not change it."
+            push_adapter_to_hub(
+                self, repo_id or target.absolute().name, local_description=local, **push_kwargs
+            )
         return target
 
     def push_to_hub(
         self,
         repo_id: str,
         *,
+        base_model_id: str | None = None,
         commit_message: str = "Upload Video2LoRA adapter",
         commit_description: str | None = None,
         private: bool | None = None,
@@ -332,8 +340,14 @@ class GeneratedLora:
     ):
         """Upload the adapter (PEFT files plus model card) to a Hub model repository in one commit.
 
+        The pushed `adapter_config.json` and model card name the base model by its Hub id, never by a
+        local path; the adapter itself is not changed.
+
         Args:
             repo_id: `"namespace/name"`; created if missing.
+            base_model_id: the base model's Hub id, needed when the base model was loaded from a folder
+                (checked on the Hub first). Defaults to the recorded `base_model_name_or_path` when
+                that is a Hub id.
             commit_message: the commit title.
             commit_description: the commit body.
             private: make a new repository private.
@@ -345,19 +359,25 @@ class GeneratedLora:
             The `huggingface_hub.CommitInfo` (`.oid` is the new revision).
 
         Raises:
-            transformers_v2l.hub.HubPushError: the Hub refused or could not be reached.
+            transformers_v2l.hub.BaseModelIdError: the base model is a local path and no `base_model_id`
+                was given, or `base_model_id` is not a model on the Hub (raised before any upload).
+            transformers_v2l.hub.HubPushError: the Hub refused or could not be reached; the message says
+                how to retry.
 
         Example:
             ```python
             info = adapter.push_to_hub("me/clip-adapter", private=True)
+            # an adapter of a base model loaded from a folder: name the base model's Hub id
+            adapter.push_to_hub("me/clip-adapter", base_model_id="HuggingFaceTB/SmolVLM2-500M-Video-Instruct")
             GeneratedLora.from_pretrained("me/clip-adapter", revision=info.oid)
             ```
         """
-        from .hub import push_saved_to_hub
+        from .hub import push_adapter_to_hub
 
-        return push_saved_to_hub(
-            lambda folder: self.save_pretrained(folder, repo_id=repo_id),
+        return push_adapter_to_hub(
+            self,
             repo_id,
+            base_model_id=base_model_id,
             commit_message=commit_message,
             commit_description=commit_description,
             private=private,
