@@ -20,11 +20,13 @@ import pytest
 import torch
 
 from fixtures.models import TINY_HYPERNET, randomize_outputs
+from fixtures.videos import write_video
 from transformers_v2l import GeneratedLora, Video2LoraConfig, Video2LoraHypernetwork, Video2LoraProcessor
 from transformers_v2l.errors import AdapterMismatchError
 from transformers_v2l.families import FAMILIES, get_family, register_family
 from transformers_v2l.families.qwen2_5_vl import VIDEO_TOKEN, Qwen2_5_VLFamily
 from transformers_v2l.injection import inject_lora, stack_adapters
+from transformers_v2l.long_video import compose_chunks
 from transformers_v2l.video_io import load_video
 
 HAS_TORCHVISION = importlib.util.find_spec("torchvision") is not None
@@ -206,7 +208,7 @@ def test_features_are_the_inputs_of_every_decoder_layer(hypernet, qwen_vlm):
 
 
 # ---- internalizing and answering ---------------------------------------------------------------------------
-def test_internalize_answer_batch_merge_and_chunks(hypernet, real_clip):
+def test_internalize_answer_batch_merge_and_chunks(hypernet, real_clip, tmp_path):
     clip = real_clip("bikes.mp4")
     adapter = hypernet.internalize(clip)
     assert adapter.base_model_type == "qwen2_5_vl" and adapter.lora_A["down_proj"].shape == (4, 8, 128)
@@ -224,12 +226,36 @@ def test_internalize_answer_batch_merge_and_chunks(hypernet, real_clip):
         torch.testing.assert_close(hypernet.vlm(**inputs).logits, hooked, atol=1e-4, rtol=1e-4)
         assert hypernet.answer(adapter, questions, max_new_tokens=6)[0] == batched[0]
     assert all(torch.equal(hypernet.vlm.state_dict()[k], v) for k, v in weights.items())
-    chunked = hypernet.internalize(clip, chunk_frames=2)
-    from transformers_v2l.long_video import internalize_chunked
+    long = write_video(tmp_path / "long.mp4", 45, size=(90, 160), fps=10)  # 4.5 s: chunks of 2 s, 2 s, 0.5 s
+    assert_chunked_is_the_composition_of_its_chunks(hypernet, long, chunk_frames=4)
 
-    direct = internalize_chunked(hypernet, clip, chunk_frames=2)
-    assert chunked.rank == direct.rank > hypernet.config.effective_rank
-    assert torch.equal(chunked.lora_B["down_proj"], direct.lora_B["down_proj"])
+
+def assert_chunked_is_the_composition_of_its_chunks(hypernet, path, chunk_frames, batch_size=1):
+    """`hn.internalize(path, chunk_frames=...)` equals composing the adapters of each chunk internalized alone.
+
+    Each chunk spans `chunk_frames / processor.fps` seconds of the constant-rate file: here its frames are cut
+    from all the decoded frames and internalized as a clip of their own, sampled by the family's rule.
+    """
+    processor = hypernet.processor
+    every, meta = load_video(path, sampler=lambda total, fps, **_: list(range(total)))  # [N, H, W, 3]: all
+    span = round(chunk_frames / processor.fps * meta.fps)  # native frames per chunk
+    starts = list(range(0, len(every), span))
+    assert len(starts) >= 3 and len(every) % span  # several chunks, the last one shorter
+    clips = [load_video(every[s : s + span], num_frames=chunk_frames, target_fps=processor.fps, skip_secs=0.0,
+                        video_fps=meta.fps, sampler=processor.family_class.sample_frame_indices)
+             for s in starts]  # fmt: skip
+    parts = [hypernet.internalize(clip, num_frames=chunk_frames) for clip in clips]
+    chunked = hypernet.internalize(path, chunk_frames=chunk_frames, batch_size=batch_size)
+    assert [c["start_frame"] for c in chunked.metadata["chunks"]] == starts
+    assert [c["frame_indices"] for c in chunked.metadata["chunks"]] == [m.frame_indices for _, m in clips]
+    assert chunked.rank == sum(p.rank for p in parts) == len(parts) * hypernet.config.effective_rank
+    expected = compose_chunks(parts, chunk_frames=chunk_frames)  # the composition long_video uses
+    same = torch.equal if batch_size == 1 else lambda a, b: torch.allclose(a, b, atol=1e-5, rtol=1e-4)
+    for module in chunked.target_modules:
+        assert same(chunked.lora_A[module], expected.lora_A[module]), module
+        assert same(chunked.lora_B[module], expected.lora_B[module]), module
+        update = sum(p.delta_weight(module) for p in parts)  # [L, d_out, d_in]: the sum of the chunk updates
+        torch.testing.assert_close(chunked.delta_weight(module), update, atol=1e-5, rtol=1e-4)
 
 
 # ---- adapters as PEFT artifacts -----------------------------------------------------------------------------
@@ -318,78 +344,84 @@ def test_shared_decoder_path_needs_the_recorded_family(hypernet, tmp_path):
 
 
 # ---- commands -----------------------------------------------------------------------------------------------
-def test_teacher_train_resume_and_eval(qwen_path, hypernet, tmp_path):
+def assert_commands_run(base_path, family_name, edge, tmp_path):
+    """`v2l teacher`, `v2l train` (1 step, then resumed to 2) and `v2l eval` of the trained run, on a tiny model."""
     yaml = pytest.importorskip("yaml")
     pytest.importorskip("datasets")
-    import argparse
-
-    from fixtures.videos import write_video
     from test_training_utils import toy_world_rows, write_manifest
-    from transformers_v2l.evaluation.cli import add_eval_subparser, run_eval
-    from transformers_v2l.training.cli import main as training_cli
+    from transformers_v2l.cli import main
+    from transformers_v2l.training.teacher import load_teacher_dataset
 
     manifest = write_manifest(tmp_path, toy_world_rows(tmp_path, count=2))
-    teacher = {"base_model": str(qwen_path), "data": str(manifest), "output_dir": str(tmp_path / "teacher"),
-               "batch_size": 2, "max_new_tokens": 4, "top_k": 2, "num_frames": 4, "longest_edge": 112,
+    teacher = {"base_model": str(base_path), "data": str(manifest), "output_dir": str(tmp_path / "teacher"),
+               "batch_size": 2, "max_new_tokens": 4, "top_k": 2, "num_frames": 4, "longest_edge": edge,
                "dtype": "float32", "seed": 0}  # fmt: skip
     (tmp_path / "teacher.yaml").write_text(yaml.safe_dump(teacher))
-    assert training_cli(["teacher", str(tmp_path / "teacher.yaml")]) == 0
-    tiny = {k: v for k, v in TINY_HYPERNET.items()}
-    train = {"base_model": str(qwen_path), "train_data": str(tmp_path / "teacher"), "output_dir": str(tmp_path / "run"),
-             "hypernetwork": {**tiny, "num_frames": 4, "longest_edge": 112}, "max_steps": 2,
+    assert main(["teacher", str(tmp_path / "teacher.yaml")]) == 0
+    targets = load_teacher_dataset(tmp_path / "teacher")
+    assert len(targets) == 2 and all(
+        r["target_token_ids"] and len(r["teacher_topk_ids"][0]) == 2 for r in targets
+    )
+    train = {"base_model": str(base_path), "train_data": str(tmp_path / "teacher"), "output_dir": str(tmp_path / "run"),
+             "hypernetwork": {**TINY_HYPERNET, "num_frames": 4, "longest_edge": edge}, "max_steps": 2,
              "per_device_train_batch_size": 2, "learning_rate": 1e-3, "save_steps": 1, "report_to": "none",
              "disable_tqdm": True}  # fmt: skip
     (tmp_path / "train.yaml").write_text(yaml.safe_dump(train))
-    assert training_cli(["train", str(tmp_path / "train.yaml"), "--max_steps", "1"]) == 0
-    assert training_cli(["train", str(tmp_path / "train.yaml"), "--resume_from_checkpoint", "last"]) == 0
-    trained = Video2LoraHypernetwork.from_pretrained(tmp_path / "run")
-    assert trained.config.base_model_type == "qwen2_5_vl" and trained.processor.family == "qwen2_5_vl"
+    assert main(["train", str(tmp_path / "train.yaml"), "--max_steps", "1"]) == 0
+    assert not (tmp_path / "run" / "checkpoint-2").exists()
+    assert main(["train", str(tmp_path / "train.yaml"), "--resume_from_checkpoint", "last"]) == 0
     assert '"global_step": 2' in (tmp_path / "run" / "checkpoint-2" / "trainer_state.json").read_text()
+    trained = Video2LoraHypernetwork.from_pretrained(tmp_path / "run")
+    assert trained.config.base_model_type == family_name and trained.processor.family == family_name
     videos = tmp_path / "eval-videos"
     videos.mkdir()
     for name in ("clip_a.mp4", "clip_b.mp4"):
         write_video(videos / name, 12)
-    parser = argparse.ArgumentParser(prog="v2l")
-    add_eval_subparser(parser.add_subparsers(dest="command"))
     data = os.path.join(os.path.dirname(__file__), "data", "benchmarks", "generic", "test.jsonl")
-    args = parser.parse_args(["eval", "--benchmark", "generic", "--annotations", data, "--videos", str(videos),
-                              "--out", str(tmp_path / "eval"), "--max-new-tokens", "4", "--n-resamples", "100",
-                              "--no-plots"])  # fmt: skip
-    assert run_eval(args, model=trained) == 0
+    assert main(["eval", "--benchmark", "generic", "--annotations", data, "--videos", str(videos),
+                 "--hypernetwork", str(tmp_path / "run"), "--out", str(tmp_path / "eval"),
+                 "--max-new-tokens", "4", "--n-resamples", "100", "--no-plots"]) == 0  # fmt: skip
     records = [json.loads(line) for line in (tmp_path / "eval" / "outputs.jsonl").read_text().splitlines()]
     assert {r["condition"] for r in records} == {"base", "v2l"} and all(
         isinstance(r["output"], str) for r in records
     )
 
 
-def test_benchmarks_run_for_the_family(tmp_path):
+def test_teacher_train_resume_and_eval(qwen_path, tmp_path):
+    assert_commands_run(qwen_path, "qwen2_5_vl", 112, tmp_path)
+
+
+def assert_benchmarks_run(preset, family, edge, tmp_path, monkeypatch):
+    """`v2l bench ttft --preset <preset>`'s arguments, run on the family's tiny model, then the internalization one."""
+    pytest.importorskip("matplotlib")
     from transformers_v2l.benchmarks import internalization, models, ttft
     from transformers_v2l.cli import build_parser
 
-    args = build_parser().parse_args(["bench", "ttft", "--preset", "qwen2.5-vl-3b", "--resolutions", "336"])
-    assert args.preset == "qwen2.5-vl-3b"
-    setup = models.build_setup("qwen2.5-vl-3b", tiny=True, dtype=torch.float32)
-    assert isinstance(setup.hypernet.family, Qwen2_5_VLFamily)
-    names = [
-        "video_in_context",
-        "internalize",
-        "kv_query",
-        "plain",
-        "v2l_unmerged",
-        "v2l_merged",
-        "answer_api",
-    ]
-    result = ttft.measure_query_conditions(
-        setup, num_frames=2, longest_edge=56, conditions=names, repeats=1, warmup=0
-    )
-    assert set(result["stats"]) == set(names)
+    args = build_parser().parse_args(["bench", "ttft", "--preset", preset, "--frames", "2", "--resolutions",
+                                      str(edge), "--repeats", "1", "--warmup", "0"])  # fmt: skip
+    setup = models.build_setup(args.preset, tiny=True, dtype=torch.float32)
+    assert isinstance(setup.hypernet.family, family) and setup.processor.family == family.name
+    monkeypatch.setenv("V2L_BENCH_THREADS", "1")  # the benchmarks set the process's thread count
+    threads = torch.get_num_threads()
+    try:
+        result = ttft.run_ttft(args.preset, resolutions=tuple(args.resolutions), num_frames=args.frames[0],
+                               repeats=args.repeats, warmup=args.warmup, out_dir=tmp_path, setup=setup,
+                               verbose=False)  # fmt: skip
+        out = internalization.run_internalization(setup=setup, num_frames=2, longest_edge=edge, repeats=1,
+                                                  warmup=0, out_dir=tmp_path, verbose=False)  # fmt: skip
+    finally:
+        torch.set_num_threads(threads)
+    (run,) = result["runs"]
+    assert set(run["stats"]) == set(ttft.QUERY_CONDITIONS) and run["ratios"]
     assert (
-        result["tokens"]["video_in_context"]
-        == result["tokens"]["kv_cached_prefix"] + result["tokens"]["kv_query_new"]
+        run["tokens"]["video_in_context"] == run["tokens"]["kv_cached_prefix"] + run["tokens"]["kv_query_new"]
     )
-    out = internalization.run_internalization(setup=setup, num_frames=2, longest_edge=56, repeats=1, warmup=0,
-                                              out_dir=tmp_path, verbose=False)  # fmt: skip
+    assert (tmp_path / f"ttft_{setup.preset}.json").exists()
     assert out["settings"]["num_layers"] == 4 and (tmp_path / "internalization_tiny.json").exists()
+
+
+def test_benchmarks_run_for_the_family(tmp_path, monkeypatch):
+    assert_benchmarks_run("qwen2.5-vl-3b", Qwen2_5_VLFamily, 56, tmp_path, monkeypatch)
 
 
 # ---- the official processor (needs torchvision) ------------------------------------------------------------

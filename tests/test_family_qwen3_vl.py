@@ -1,7 +1,8 @@
 """Qwen3-VL as a family on a tiny random `Qwen3VLForConditionalGeneration`: what differs from Qwen2.5-VL.
 
 Timestamped prompts, its sampler and whole-video pixel budget (against the official processor where
-torchvision is installed), DeepStack in the captured features, internalizing and answering, and plain PEFT.
+torchvision is installed), DeepStack in the captured features, internalizing and answering (merged and
+hooked, chunked long videos), plain PEFT, and the `v2l` commands (teacher, train with resume, eval, bench).
 """
 
 from __future__ import annotations
@@ -14,11 +15,20 @@ import pytest
 import torch
 
 from fixtures.models import TINY_HYPERNET, randomize_outputs
-from test_family_qwen2_5_vl import _assert_same, _official_inputs, assert_plain_peft_answers_like_hn_answer
+from fixtures.videos import write_video
+from test_family_qwen2_5_vl import (
+    _assert_same,
+    _official_inputs,
+    assert_benchmarks_run,
+    assert_chunked_is_the_composition_of_its_chunks,
+    assert_commands_run,
+    assert_plain_peft_answers_like_hn_answer,
+)
 from transformers_v2l import Video2LoraConfig, Video2LoraHypernetwork, Video2LoraProcessor
 from transformers_v2l.families import get_family
 from transformers_v2l.families.qwen2_5_vl import VIDEO_TOKEN
 from transformers_v2l.families.qwen3_vl import Qwen3VLFamily
+from transformers_v2l.injection import inject_lora, stack_adapters
 from transformers_v2l.video_io import load_video
 
 HAS_TORCHVISION = importlib.util.find_spec("torchvision") is not None
@@ -129,9 +139,50 @@ def test_internalize_answer_and_batch(hypernet):
     assert isinstance(hypernet.answer_with_video(_video(4), questions[0], max_new_tokens=4), str)
 
 
+def test_use_adapter_answers_and_chunked_composition(hypernet, tmp_path):
+    adapter = hypernet.internalize(_video(4))
+    questions = ["What happens in the video?", "Which color is the sky?"]
+    calls = []  # the keyword arguments of each forward pass of the base model during hn.answer
+    hook = hypernet.vlm.register_forward_pre_hook(
+        lambda _, args, kwargs: calls.append(kwargs), with_kwargs=True
+    )
+    try:
+        hooked = hypernet.answer(adapter, questions, max_new_tokens=6)
+    finally:
+        hook.remove()
+    query = hypernet.processor.query_inputs(questions)
+    tokenizer = hypernet.processor.tokenizer
+    markers = [VIDEO_TOKEN, "<|vision_start|>", "<|vision_end|>", "<|image_pad|>"]
+    vision_ids = torch.tensor(tokenizer.convert_tokens_to_ids(markers))
+    assert len(set(vision_ids.tolist())) == 4 and tokenizer.unk_token_id not in vision_ids.tolist()
+    assert torch.equal(calls[0]["input_ids"], query["input_ids"])  # the prompt hn.answer runs: the questions
+    assert not torch.isin(query["input_ids"], vision_ids).any()  # answering: zero visual tokens
+    assert all(c.get("pixel_values_videos") is None and c.get("pixel_values") is None for c in calls)
+    with torch.no_grad(), inject_lora(hypernet.family, *stack_adapters([adapter, adapter])):
+        logits = hypernet.vlm(**query).logits
+    weights = {k: v.clone() for k, v in hypernet.vlm.state_dict().items()}
+    with hypernet.use_adapter(adapter), torch.no_grad():
+        assert not all(torch.equal(hypernet.vlm.state_dict()[k], v) for k, v in weights.items())  # merged
+        torch.testing.assert_close(hypernet.vlm(**query).logits, logits, atol=1e-4, rtol=1e-4)
+        assert hypernet.answer(adapter, questions, max_new_tokens=6) == hooked
+        with pytest.raises(RuntimeError, match="merged adapter"):
+            hypernet.internalize(_video(4))
+    assert all(torch.equal(hypernet.vlm.state_dict()[k], v) for k, v in weights.items())  # restored
+    long = write_video(tmp_path / "long.mp4", 45, size=(90, 160), fps=10)  # 4.5 s: chunks of 2 s, 2 s, 0.5 s
+    assert_chunked_is_the_composition_of_its_chunks(hypernet, long, chunk_frames=4, batch_size=2)
+
+
 @pytest.mark.slow  # the same mechanism as Qwen2.5-VL's default test, on Qwen3VLForConditionalGeneration
 def test_plain_peft_in_a_fresh_process(hypernet, qwen3_path, tmp_path):
     assert_plain_peft_answers_like_hn_answer(hypernet, qwen3_path, _video(4), tmp_path)
+
+
+def test_teacher_train_resume_and_eval(qwen3_path, tmp_path):
+    assert_commands_run(qwen3_path, "qwen3_vl", 64, tmp_path)
+
+
+def test_benchmarks_run_for_the_family(tmp_path, monkeypatch):
+    assert_benchmarks_run("qwen3-vl-2b", Qwen3VLFamily, 64, tmp_path, monkeypatch)
 
 
 @pytest.mark.torchvision
