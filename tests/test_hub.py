@@ -148,21 +148,27 @@ def test_private_repos_need_the_token(tiny_vlm, local_hub):
         GeneratedLora.from_pretrained("tester/secret", token=False)
 
 
-def test_hypernetwork_checkpoint_round_trip_with_model_card(tiny_hypernet, tiny_vlm, local_hub):
+def test_hypernetwork_checkpoint_round_trip_with_model_card(
+    tiny_hypernet, tiny_vlm, hub_base_model, local_hub
+):
     from transformers_v2l import Video2LoraHypernetwork
 
     card_kwargs = {
         "datasets": ["HuggingFaceFV/finevideo"],
         "training": {"steps": 9000, "learning_rate": 1e-4},
     }
-    info = push_hypernetwork_to_hub(
-        tiny_hypernet, "tester/video2lora-tiny", private=True, model_card_kwargs=card_kwargs
+    info = push_hypernetwork_to_hub(  # tiny_hypernet's base model is a folder: publish its Hub id
+        tiny_hypernet,
+        "tester/video2lora-tiny",
+        base_model_id=hub_base_model,
+        private=True,
+        model_card_kwargs=card_kwargs,
     )
     files = local_hub.files("tester/video2lora-tiny")
     assert {"README.md", "config.json", "model.safetensors", "processor_config.json"} <= set(files)
     assert not any(name.endswith((".bin", ".pt", ".pth", ".pkl")) for name in files), "safetensors only"
     card = front_matter(files["README.md"].decode())
-    assert card["base_model"] == tiny_hypernet.config.base_model_name_or_path
+    assert card["base_model"] == hub_base_model
     assert card["library_name"] == "transformers-v2l" and card["datasets"] == ["HuggingFaceFV/finevideo"]
     settings = card["video2lora"]["settings"]
     assert settings["lora_rank"] == 4 and settings["num_frames"] == 12 and settings["longest_edge"] == 384
@@ -178,14 +184,19 @@ def test_hypernetwork_checkpoint_round_trip_with_model_card(tiny_hypernet, tiny_
     assert resolve_commit_hash("tester/video2lora-tiny") == info.oid  # the provenance "hypernetwork_revision"
 
 
-def test_hypernetwork_push_to_hub_writes_safetensors_and_our_card(tiny_hypernet, local_hub):
+def test_hypernetwork_push_to_hub_writes_safetensors_and_our_card(tiny_hypernet, hub_base_model, local_hub):
     """Video2LoraHypernetwork.push_to_hub replaces transformers' generic card with the Video2LoRA one."""
     local_hub.inject_fault("POST", r"/commit/", 500, times=1)
     with pytest.raises(HubPushError) as error:  # the retry hint names the call, not the temporary folder
-        tiny_hypernet.push_to_hub("tester/plain-push", commit_message="plain", private=True)
-    assert "To retry: `hn.push_to_hub('tester/plain-push', private=True)`." in str(error.value)
+        tiny_hypernet.push_to_hub(
+            "tester/plain-push", base_model_id=hub_base_model, commit_message="plain", private=True
+        )
+    retry = (
+        f"To retry: `hn.push_to_hub('tester/plain-push', base_model_id='{hub_base_model}', private=True)`."
+    )
+    assert retry in str(error.value) and "the hypernetwork is unchanged" in str(error.value)
     assert "v2l-push-" not in str(error.value)
-    tiny_hypernet.push_to_hub("tester/plain-push", commit_message="plain")
+    tiny_hypernet.push_to_hub("tester/plain-push", base_model_id=hub_base_model, commit_message="plain")
     files = local_hub.files("tester/plain-push")
     assert {"config.json", "model.safetensors", "README.md"} <= set(files)
     assert not any(name.endswith((".bin", ".pt", ".pth")) for name in files)
@@ -438,6 +449,47 @@ def test_adapter_push_to_hub_needs_the_hub_id_of_a_local_base_model(
     pushed = json.loads(local_hub.files("tester/clip")["adapter_config.json"])
     assert pushed == {**local_config, "base_model_name_or_path": hub_base_model}
     assert_same(GeneratedLora.from_pretrained("tester/clip"), adapter)
+
+
+def test_a_hypernetwork_of_a_local_base_model_is_pushed_under_its_hub_id(
+    tiny_hypernet, tiny_vlm_path, hub_base_model, local_hub, tmp_path
+):
+    hn, local = tiny_hypernet, str(tiny_vlm_path)
+    assert hn.config.base_model_name_or_path == local
+    listing = sorted(tmp_path.iterdir())
+    local_hub.requests.clear()
+    refusal = rf"The hypernetwork records the local path {re.escape(local)}.*`hn.push_to_hub\(repo_id, base_model_id="
+    with pytest.raises(BaseModelIdError, match=refusal):
+        hn.push_to_hub("tester/hn", private=True)
+    with pytest.raises(BaseModelIdError, match=refusal):
+        push_hypernetwork_to_hub(hn, "tester/hn")
+    with pytest.raises(BaseModelIdError, match=refusal):  # save and push: refused before the save
+        hn.save_pretrained(tmp_path / "hn", push_to_hub=True, repo_id="tester/hn")
+    assert local_hub.requests == [] and "tester/hn" not in local_hub.repos, "refused before any upload"
+    assert sorted(tmp_path.iterdir()) == listing, "nothing was written"
+    with pytest.raises(BaseModelIdError, match="is not a Hub repo id"):
+        hn.push_to_hub("tester/hn", base_model_id=local)
+    with pytest.raises(BaseModelIdError, match=r"'tester/no-such-model'.* no such model"):
+        hn.push_to_hub("tester/hn", base_model_id="tester/no-such-model")
+    assert "tester/hn" not in local_hub.repos
+
+    def assert_published(files):
+        assert json.loads(files["config.json"])["base_model_name_or_path"] == hub_base_model
+        assert front_matter(files["README.md"].decode())["base_model"] == hub_base_model
+        assert not [name for name, data in files.items() if local.encode() in data], "no local path is pushed"
+
+    info = hn.push_to_hub("tester/hn", base_model_id=hub_base_model)
+    assert_published(local_hub.files("tester/hn", info.oid))
+    assert hn.config.base_model_name_or_path == local, "the local config keeps its path"
+
+    hn.save_pretrained(
+        tmp_path / "hn", push_to_hub=True, repo_id="tester/hn-saved", base_model_id=hub_base_model
+    )
+    assert json.loads((tmp_path / "hn" / "config.json").read_text())["base_model_name_or_path"] == local
+    pushed = local_hub.files("tester/hn-saved")
+    assert_published(pushed)
+    assert pushed["model.safetensors"] == (tmp_path / "hn" / "model.safetensors").read_bytes()
+    assert hn.config.base_model_name_or_path == local
 
 
 def test_a_push_that_fails_midway_keeps_the_adapter_and_says_what_to_retry(

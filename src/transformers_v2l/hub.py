@@ -8,8 +8,8 @@
 * `resolve_repo_files`: find files in a local folder or download them from a Hub repository. It
   refuses URLs (`InvalidRepoIdError`) and, when the Hub cannot be reached, says so within a couple
   of seconds (`HubUnavailableError`) instead of retrying for half a minute.
-* `push_adapter_to_hub`: push a `GeneratedLora` under the Hub id of its base model
-  (`BaseModelIdError` when that is a local path and no id is given).
+* `push_adapter_to_hub`, `push_hypernetwork_to_hub`: push a `GeneratedLora` or a hypernetwork under
+  the Hub id of its base model (`BaseModelIdError` when that is a local path and no id is given).
 * `push_saved_to_hub`: save into a temporary folder, then push it (nothing is written locally).
 
 Model cards live in `cards.py`.
@@ -66,7 +66,7 @@ __all__ = [
 
 
 class BaseModelIdError(InvalidArgumentError):
-    """A push would publish a base model that others cannot load (a local path, or no base model).
+    """A push (adapter or hypernetwork) would publish a base model that others cannot load (a local path, or none).
 
     Raised before anything is uploaded; the message says how to pass the base model's Hub id.
 
@@ -299,40 +299,51 @@ def push_hypernetwork_to_hub(
     model_card_kwargs: dict[str, Any] | None = None,
     **push_kwargs,
 ):
-    """Push a hypernetwork checkpoint (config.json, safetensors weights, README.md model card).
+    """Push a hypernetwork checkpoint (config.json, safetensors weights, processor, README.md model card).
 
-    Unlike `PreTrainedModel.push_to_hub`, it never downloads the repository's existing card to reuse
-    it; it writes `hypernetwork_model_card(model.config, **model_card_kwargs)`.
+    The pushed `config.json` and card name the base model by its Hub id, never by a local path: a
+    hypernetwork bound to a base model loaded from a folder needs `base_model_id`. Unlike
+    `PreTrainedModel.push_to_hub`, it never downloads the repository's existing card to reuse it; it
+    writes `hypernetwork_model_card(config, **model_card_kwargs)`. The files are saved into a temporary
+    folder and uploaded from there, so nothing local changes.
 
     Args:
         model: a `Video2LoraHypernetwork`.
         repo_id: the Hub repository.
-        base_model_id: the Hub id of the base model, written to the pushed `config.json` and card
-            instead of `model.config.base_model_name_or_path` (for a base model loaded from a folder).
-            The model itself is not changed.
+        base_model_id: the Hub id of the base model, needed when `model.config.base_model_name_or_path`
+            is a local path (checked on the Hub first); written to the pushed `config.json` and card.
+            The model and its config are not changed.
         commit_message: the commit title.
         max_shard_size: passed to `save_pretrained`.
-        model_card_kwargs: `datasets`, `training`, `license` for the model card.
-        **push_kwargs: `commit_description`, `private`, `revision`, `create_pr`, `token`, `retry`.
+        model_card_kwargs: `datasets`, `training`, `license`, `tags` for the model card.
+        **push_kwargs: `commit_description`, `private`, `revision`, `create_pr`, `token`, `retry`,
+            `local_description`.
 
     Returns:
         The `huggingface_hub.CommitInfo`.
 
     Raises:
-        BaseModelIdError: `base_model_id` is not a Hub repo id, or the Hub has no such model.
+        BaseModelIdError: the base model is a local path (or missing) and no `base_model_id` was given,
+            or `base_model_id` is not a Hub repo id or not a model on the Hub (raised before any upload).
+        HubPushError: the Hub refused or could not be reached; the message says how to retry.
 
     Example:
         ```python
         push_hypernetwork_to_hub(hn, "me/video2lora-smolvlm2-500m", model_card_kwargs={"datasets": ["HuggingFaceFV/finevideo"]})
+        # a hypernetwork whose base model was loaded from a folder: name the base model's Hub id
+        push_hypernetwork_to_hub(hn, "me/video2lora-smolvlm2-500m", base_model_id="HuggingFaceTB/SmolVLM2-500M-Video-Instruct")
         ```
     """
     from .cards import save_hypernetwork_card
 
-    config = None
+    recorded = model.config.base_model_name_or_path
+    base = publishable_base_model(recorded, base_model_id, kind="hypernetwork")
     if base_model_id is not None:
         _check_base_model_id(base_model_id, push_kwargs.get("token"))
+    config = None
+    if base != recorded:  # publish the Hub id; the model keeps its own config
         config = copy.deepcopy(model.config)
-        config.base_model_name_or_path = base_model_id
+        config.base_model_name_or_path = base
 
     def save(folder: Path) -> None:
         model.save_pretrained(
@@ -346,6 +357,9 @@ def push_hypernetwork_to_hub(
     named = (("base_model_id", base_model_id), *((k, push_kwargs.get(k)) for k in ("private", "revision")))
     options = "".join(f", {k}={v!r}" for k, v in named if v)
     push_kwargs.setdefault("retry", f"`hn.push_to_hub({repo_id!r}{options})`")
+    push_kwargs.setdefault(
+        "local_description", "Nothing was written locally, and the hypernetwork is unchanged."
+    )
     return push_saved_to_hub(save, repo_id, commit_message=commit_message, **push_kwargs)
 
 
@@ -376,15 +390,32 @@ def _check_base_model_id(base_model_id: str, token: str | bool | None) -> None:
         return
 
 
-def publishable_base_model(base_model_name_or_path: str | None, base_model_id: str | None = None) -> str:
-    """The base model to record in a pushed adapter: `base_model_id`, else the recorded name if it is a Hub id.
+_BASE_MODEL_ID_HINTS = {
+    "adapter": (
+        "`push_to_hub(repo_id, base_model_id='namespace/name')` in Python, or `v2l push ADAPTER REPO_ID "
+        "--base-model-id namespace/name`. The pushed adapter_config.json and model card then name that id; the "
+        "local adapter keeps its path."
+    ),
+    "hypernetwork": (
+        "`hn.push_to_hub(repo_id, base_model_id='namespace/name')`, or `hn.save_pretrained(folder, "
+        "push_to_hub=True, repo_id=repo_id, base_model_id='namespace/name')`. The pushed config.json and model "
+        "card then name that id; the local hypernetwork and its config keep the path."
+    ),
+}
+
+
+def publishable_base_model(
+    base_model_name_or_path: str | None, base_model_id: str | None = None, *, kind: str = "adapter"
+) -> str:
+    """The base model to record in a pushed adapter or hypernetwork: `base_model_id`, else the recorded Hub id.
 
     Args:
-        base_model_name_or_path: the base model the adapter records (a Hub id or a local path).
+        base_model_name_or_path: the base model the adapter or hypernetwork records (a Hub id or a local path).
         base_model_id: the Hub id to publish instead, for a base model loaded from a folder.
+        kind: what is pushed, `"adapter"` or `"hypernetwork"`: the error names that and how to push it.
 
     Returns:
-        The Hub id to write to the pushed `adapter_config.json` and model card.
+        The Hub id to write to the pushed `adapter_config.json` or `config.json`, and model card.
 
     Raises:
         BaseModelIdError: the recorded base model is a local path (or missing) and no `base_model_id`
@@ -393,8 +424,11 @@ def publishable_base_model(base_model_name_or_path: str | None, base_model_id: s
     Example:
         ```python
         publishable_base_model("/home/me/smolvlm", "HuggingFaceTB/SmolVLM2-500M-Video-Instruct")
+        publishable_base_model(hn.config.base_model_name_or_path, kind="hypernetwork")
         ```
     """
+    if kind not in _BASE_MODEL_ID_HINTS:
+        raise InvalidArgumentError(f"kind={kind!r}: use one of {sorted(_BASE_MODEL_ID_HINTS)}.")
     if base_model_id is not None:
         _refuse_bad_spelling(base_model_id)
         return base_model_id
@@ -402,10 +436,8 @@ def publishable_base_model(base_model_name_or_path: str | None, base_model_id: s
         return str(base_model_name_or_path)
     recorded = f"the local path {base_model_name_or_path}" if base_model_name_or_path else "no base model"
     raise BaseModelIdError(
-        f"The adapter records {recorded}, which nobody who downloads it can load. Pass the base model's Hub id: "
-        "`push_to_hub(repo_id, base_model_id='namespace/name')` in Python, or `v2l push ADAPTER REPO_ID "
-        "--base-model-id namespace/name`. The pushed adapter_config.json and model card then name that id; the "
-        "local adapter keeps its path."
+        f"The {kind} records {recorded}, which nobody who downloads it can load. Pass the base model's Hub id: "
+        f"{_BASE_MODEL_ID_HINTS[kind]}"
     )
 
 

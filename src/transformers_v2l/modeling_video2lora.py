@@ -258,21 +258,33 @@ class Video2LoraHypernetwork(Video2LoraPipelineMixin, Video2LoraPreTrainedModel)
 
         Args:
             save_directory: the output folder.
-            push_to_hub: also upload the folder (`repo_id=`, `private=`, `revision=`, ... select where).
+            push_to_hub: also upload the hypernetwork, as `push_to_hub` does (`repo_id=`, `base_model_id=`,
+                `private=`, `revision=`, ... select where); a failed upload leaves the folder intact.
             model_card_kwargs: extra model-card fields (for example `datasets=`, `training=`).
-            **kwargs: passed to `PreTrainedModel.save_pretrained`.
+            **kwargs: passed to `PreTrainedModel.save_pretrained`, except the push options `repo_id`,
+                `base_model_id`, `private`, `token`, `revision`, `create_pr`, `commit_message`,
+                `commit_description`.
+
+        Raises:
+            transformers_v2l.hub.BaseModelIdError: `push_to_hub` with a base model recorded as a local path
+                and no `base_model_id` (raised before anything is written).
 
         Example:
             ```python
             hn.save_pretrained("my-hypernet")
+            hn.save_pretrained("my-hypernet", push_to_hub=True, repo_id="me/my-hypernet",
+                               base_model_id="HuggingFaceTB/SmolVLM2-500M-Video-Instruct")
             ```
         """
         from .cards import save_hypernetwork_card
-        from .hub import push_folder_to_hub
+        from .hub import publishable_base_model, push_hypernetwork_to_hub
 
         push_keys = ("private", "token", "revision", "create_pr", "commit_message", "commit_description")
         push_kwargs = {key: kwargs.pop(key) for key in push_keys if key in kwargs}
         repo_id = kwargs.pop("repo_id", None)
+        base_model_id = kwargs.pop("base_model_id", None)
+        if push_to_hub:  # a base model nobody can download is refused before anything is written
+            publishable_base_model(self.config.base_model_name_or_path, base_model_id, kind="hypernetwork")
         super().save_pretrained(save_directory, *args, **kwargs)
         if not kwargs.get("is_main_process", True):
             return
@@ -282,8 +294,17 @@ class Video2LoraHypernetwork(Video2LoraPipelineMixin, Video2LoraPreTrainedModel)
         card_kwargs = {"processor": processor, **(model_card_kwargs or {})}
         save_hypernetwork_card(save_directory, self.config, repo_id=repo_id, **card_kwargs)
         if push_to_hub:
-            push_kwargs.setdefault("commit_message", "Upload Video2LoRA hypernetwork")
-            push_folder_to_hub(save_directory, repo_id or Path(save_directory).absolute().name, **push_kwargs)
+            local = f"The local folder {save_directory} is saved and complete; the upload did not change it."
+            if "max_shard_size" in kwargs:
+                push_kwargs["max_shard_size"] = kwargs["max_shard_size"]
+            push_hypernetwork_to_hub(
+                self,
+                repo_id or Path(save_directory).absolute().name,
+                base_model_id=base_model_id,
+                model_card_kwargs=model_card_kwargs,
+                local_description=local,
+                **push_kwargs,
+            )
 
     def push_to_hub(
         self,
@@ -302,6 +323,8 @@ class Video2LoraHypernetwork(Video2LoraPipelineMixin, Video2LoraPreTrainedModel)
     ):
         """Upload config.json, the safetensors weights, the processor and a model card in one commit.
 
+        The pushed config.json and model card name the base model by its Hub id, never by a local path.
+
         Args:
             repo_id: the Hub repository, created if needed.
             commit_message: the commit title.
@@ -312,15 +335,25 @@ class Video2LoraHypernetwork(Video2LoraPipelineMixin, Video2LoraPreTrainedModel)
             token: a Hub token; defaults to the logged-in one.
             max_shard_size: largest safetensors shard.
             tags: extra tags for the model card, as `PreTrainedModel.push_to_hub` takes them.
-            base_model_id: the Hub id of the base model, published instead of a local path.
+            base_model_id: the base model's Hub id, needed when the base model was loaded from a folder
+                (`config.base_model_name_or_path` is a local path; checked on the Hub first). The pushed
+                config.json and card name it; the hypernetwork and its config keep the path.
             model_card_kwargs: extra model-card fields (for example `datasets=`).
 
         Returns:
             The `CommitInfo` of the upload.
 
+        Raises:
+            transformers_v2l.hub.BaseModelIdError: the base model is a local path and no `base_model_id`
+                was given, or `base_model_id` is not a model on the Hub (raised before any upload).
+            transformers_v2l.hub.HubPushError: the Hub refused or could not be reached; the message says
+                how to retry.
+
         Example:
             ```python
             hn.push_to_hub("me/video2lora-smolvlm2-500m", tags=["lecture-videos"])
+            # a hypernetwork whose base model was loaded from a folder: name the base model's Hub id
+            hn.push_to_hub("me/video2lora-smolvlm2-500m", base_model_id="HuggingFaceTB/SmolVLM2-500M-Video-Instruct")
             ```
         """
         from .hub import push_hypernetwork_to_hub
