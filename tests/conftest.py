@@ -2,6 +2,7 @@
 
 import os
 
+import pytest
 import torch
 
 # The Hub cannot be reached from CI; fail fast instead of waiting on network timeouts.
@@ -12,3 +13,5 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 torch.set_num_threads(1)
 
 pytest_plugins = ["fixtures.models", "fixtures.videos", "fixtures.hub"]
+# Shared assertion helpers (not plugins): rewritten like test modules, so failures show the values.
+pytest.register_assert_rewrite("fixtures.families")

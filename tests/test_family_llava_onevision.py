@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import re
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
 
+from fixtures.families import (
+    assert_benchmarks_run,
+    assert_chunked_is_the_composition_of_its_chunks,
+    assert_commands_run,
+    assert_plain_peft_answers_like_hn_answer,
+)
 from fixtures.models import TINY_HYPERNET, randomize_outputs
 from fixtures.videos import write_video
 from transformers_v2l import (
@@ -226,35 +229,15 @@ def test_use_adapter_and_chunked_composition(hypernet, clips):
         with pytest.raises(RuntimeError, match="merged adapter"):
             hypernet.internalize(clips[5])
     assert all(torch.equal(hypernet.vlm.state_dict()[k], v) for k, v in weights.items())
-    chunked = hypernet.internalize(clips[20], chunk_frames=3, batch_size=2)  # chunks of different lengths
-    assert chunked.rank > hypernet.config.effective_rank and len(chunked.metadata["chunks"]) >= 2
-    assert _same_adapter(chunked, hypernet.internalize(clips[20], chunk_frames=3))
+    # 10 s at 2 fps, chunks of 3 s at the processor's 1 fps: 6, 6, 6 and 2 frames, 3 sampled of each but the last
+    assert_chunked_is_the_composition_of_its_chunks(hypernet, clips[20], chunk_frames=3, batch_size=2)
 
 
 # ---- PEFT, vLLM's key names --------------------------------------------------------------------------------
-PEFT_ONLY = r"""
-import json, sys, torch
-from peft import PeftModel
-from transformers import AutoTokenizer, LlavaOnevisionForConditionalGeneration
-
-args = json.loads(sys.argv[1])
-base = LlavaOnevisionForConditionalGeneration.from_pretrained(args["base"], dtype=torch.float32)
-model = PeftModel.from_pretrained(base, args["adapter"]).eval()
-ids = torch.tensor(args["ids"])
-with torch.no_grad():
-    logits = model(input_ids=ids).logits
-    tokens = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=8, do_sample=False)
-text = AutoTokenizer.from_pretrained(args["base"]).decode(tokens[0, ids.shape[1]:], skip_special_tokens=True)
-torch.save({"logits": logits, "tokens": tokens}, args["out"])
-print(json.dumps({"text": text.strip(), "v2l": sorted(m for m in sys.modules if m.startswith("transformers_v2l"))}))
-"""
-
-
 def test_adapter_is_a_plain_peft_adapter_of_the_model_class(hypernet, ov_path, clips, tmp_path, monkeypatch):
     from peft import LoraConfig, get_peft_model, get_peft_model_state_dict
 
-    adapter = hypernet.internalize(clips[12])
-    folder = adapter.save_pretrained(tmp_path / "adapter")
+    adapter, folder = assert_plain_peft_answers_like_hn_answer(hypernet, ov_path, clips[12], tmp_path)
     keys = sorted(adapter.to_peft_state_dict())
     assert all(re.fullmatch(r"base_model\.model\.model\.language_model\.layers\.\d\.mlp\.down_proj\.lora_[AB]\.weight", k)
                for k in keys)  # fmt: skip
@@ -264,25 +247,6 @@ def test_adapter_is_a_plain_peft_adapter_of_the_model_class(hypernet, ov_path, c
         get_peft_model_state_dict(get_peft_model(fresh, LoraConfig(r=adapter.rank, target_modules=regex)))
     )
     assert keys == peft_keys  # exactly what PEFT itself writes for LlavaOnevisionForConditionalGeneration
-    question = "What happens in the video?"
-    ids = hypernet.processor.query_inputs([question])["input_ids"]
-    with torch.no_grad(), inject_lora(hypernet.family, *stack_adapters([adapter])):
-        logits = hypernet.vlm(input_ids=ids).logits
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    args = {
-        "base": str(ov_path),
-        "adapter": str(folder),
-        "ids": ids.tolist(),
-        "out": str(tmp_path / "peft.pt"),
-    }
-    result = subprocess.run([sys.executable, "-c", PEFT_ONLY, json.dumps(args)], cwd=tmp_path, env=env,
-                            capture_output=True, text=True, timeout=300)  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
-    report = json.loads(result.stdout.strip().splitlines()[-1])
-    assert report["v2l"] == []
-    peft = torch.load(tmp_path / "peft.pt")
-    assert (peft["logits"] - logits).abs().max() <= 1e-5
-    assert report["text"] == hypernet.answer(adapter, question, max_new_tokens=8)
     # two registered families on `model.language_model.layers`: the keys alone cannot say which
     twin = type("TwinFamily", (FAMILY,), {"name": "twin", "model_types": ("twin",)})
     monkeypatch.setitem(FAMILIES, "twin", twin)
@@ -293,67 +257,13 @@ def test_adapter_is_a_plain_peft_adapter_of_the_model_class(hypernet, ov_path, c
 
 
 # ---- the v2l commands ------------------------------------------------------------------------------------------
-def test_v2l_teacher_and_train_with_resume(ov_path, tmp_path, capsys):
-    yaml = pytest.importorskip("yaml")
-    pytest.importorskip("datasets")
-    from test_training_utils import toy_world_rows, write_manifest
-    from transformers_v2l.training.cli import main
-    from transformers_v2l.training.teacher import load_teacher_dataset
-
-    manifest = write_manifest(tmp_path, toy_world_rows(tmp_path, count=2))
-    teacher = {"base_model": str(ov_path), "data": str(manifest), "output_dir": str(tmp_path / "teacher"),
-               "batch_size": 2, "max_new_tokens": 4, "top_k": 2, "num_frames": 4, "longest_edge": 64,
-               "dtype": "float32"}  # fmt: skip
-    (tmp_path / "teacher.yaml").write_text(yaml.safe_dump(teacher))
-    assert main(["teacher", str(tmp_path / "teacher.yaml")]) == 0
-    targets = load_teacher_dataset(tmp_path / "teacher")
-    assert len(targets) == 2 and all(
-        row["target_token_ids"] and len(row["teacher_topk_ids"][0]) == 2 for row in targets
-    )
-    train = {"base_model": str(ov_path), "train_data": str(manifest), "output_dir": str(tmp_path / "run"),
-             "hypernetwork": {**TINY_HYPERNET, "num_frames": 4, "longest_edge": 64}, "max_steps": 2,
-             "per_device_train_batch_size": 2, "learning_rate": 1e-3, "logging_steps": 1, "save_steps": 1,
-             "report_to": "none", "disable_tqdm": True}  # fmt: skip
-    (tmp_path / "train.yaml").write_text(yaml.safe_dump(train))
-    assert main(["train", str(tmp_path / "train.yaml"), "--max_steps", "1"]) == 0
-    assert main(["train", str(tmp_path / "train.yaml"), "--resume_from_checkpoint", "last"]) == 0
-    assert '"global_step": 2' in (tmp_path / "run" / "checkpoint-2" / "trainer_state.json").read_text()
-    trained = Video2LoraHypernetwork.from_pretrained(tmp_path / "run")
-    assert (
-        trained.config.base_model_type == "llava_onevision" and trained.processor.family == "llava_onevision"
-    )
-    assert isinstance(trained.answer(trained.internalize(_video(3)), "What happens?", max_new_tokens=3), str)
+def test_teacher_train_resume_and_eval(ov_path, tmp_path):
+    assert_commands_run(ov_path, "llava_onevision", 64, tmp_path)
 
 
-def test_v2l_eval_and_bench(hypernet, tmp_path):
-    pytest.importorskip("datasets")
-    pytest.importorskip("matplotlib")
-    import argparse
-    from pathlib import Path
-
-    from transformers_v2l.benchmarks import internalization, models, ttft
-    from transformers_v2l.evaluation.cli import add_eval_subparser, run_eval
-
-    videos = tmp_path / "videos"
-    videos.mkdir()
-    for name in ("clip_a.mp4", "clip_b.mp4"):
-        write_video(videos / name, 12)
-    parser = argparse.ArgumentParser(prog="v2l")
-    add_eval_subparser(parser.add_subparsers(dest="command"))
-    annotations = Path(__file__).parent / "data" / "benchmarks" / "generic" / "test.jsonl"
-    args = parser.parse_args(["eval", "--benchmark", "generic", "--annotations", str(annotations), "--videos",
-                              str(videos), "--out", str(tmp_path / "eval"), "--max-new-tokens", "4",
-                              "--n-resamples", "100", "--no-plots"])  # fmt: skip
-    assert run_eval(args, model=hypernet) == 0
-    records = [json.loads(line) for line in (tmp_path / "eval" / "outputs.jsonl").read_text().splitlines()]
-    assert sorted({r["condition"] for r in records}) == ["base", "v2l"] and len(records) == 6
-    setup = models.build_setup("llava-ov-0.5b", tiny=True, dtype=torch.float32)  # the preset's family, tiny
-    assert setup.processor.family == "llava_onevision" and setup.tokens_per_frame == 16
-    conditions = ["video_in_context", "plain", "v2l_unmerged", "v2l_merged", "answer_api"]
-    query = ttft.measure_query_conditions(setup, num_frames=2, conditions=conditions, repeats=1, warmup=0)
-    assert set(query["stats"]) == set(conditions)
-    stages = internalization.measure_internalization(setup, num_frames=2, repeats=1, warmup=0)
-    assert stages["ratios"]["internalize"] > 0
+def test_benchmarks_run_for_the_family(tmp_path, monkeypatch):
+    setup = assert_benchmarks_run("llava-ov-0.5b", FAMILY, 64, tmp_path, monkeypatch)
+    assert setup.tokens_per_frame == 16  # the preset's family, tiny: 64 px tiles
 
 
 # ---- the official LlavaOnevisionProcessor (needs torchvision) ------------------------------------------------

@@ -10,15 +10,20 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
-import os
 import re
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
 
+from fixtures.families import (
+    assert_benchmarks_run,
+    assert_chunked_is_the_composition_of_its_chunks,
+    assert_commands_run,
+    assert_plain_peft_answers_like_hn_answer,
+    assert_same_as_official_qwen,
+    official_qwen_inputs,
+)
 from fixtures.models import TINY_HYPERNET, randomize_outputs
 from fixtures.videos import write_video
 from transformers_v2l import GeneratedLora, Video2LoraConfig, Video2LoraHypernetwork, Video2LoraProcessor
@@ -26,7 +31,6 @@ from transformers_v2l.errors import AdapterMismatchError
 from transformers_v2l.families import FAMILIES, get_family, register_family
 from transformers_v2l.families.qwen2_5_vl import VIDEO_TOKEN, Qwen2_5_VLFamily
 from transformers_v2l.injection import inject_lora, stack_adapters
-from transformers_v2l.long_video import compose_chunks
 from transformers_v2l.video_io import load_video
 
 HAS_TORCHVISION = importlib.util.find_spec("torchvision") is not None
@@ -230,89 +234,7 @@ def test_internalize_answer_batch_merge_and_chunks(hypernet, real_clip, tmp_path
     assert_chunked_is_the_composition_of_its_chunks(hypernet, long, chunk_frames=4)
 
 
-def assert_chunked_is_the_composition_of_its_chunks(hypernet, path, chunk_frames, batch_size=1):
-    """`hn.internalize(path, chunk_frames=...)` equals composing the adapters of each chunk internalized alone.
-
-    Each chunk spans `chunk_frames / processor.fps` seconds of the constant-rate file: here its frames are cut
-    from all the decoded frames and internalized as a clip of their own, sampled by the family's rule.
-    """
-    processor = hypernet.processor
-    every, meta = load_video(path, sampler=lambda total, fps, **_: list(range(total)))  # [N, H, W, 3]: all
-    span = round(chunk_frames / processor.fps * meta.fps)  # native frames per chunk
-    starts = list(range(0, len(every), span))
-    assert len(starts) >= 3 and len(every) % span  # several chunks, the last one shorter
-    clips = [load_video(every[s : s + span], num_frames=chunk_frames, target_fps=processor.fps, skip_secs=0.0,
-                        video_fps=meta.fps, sampler=processor.family_class.sample_frame_indices)
-             for s in starts]  # fmt: skip
-    parts = [hypernet.internalize(clip, num_frames=chunk_frames) for clip in clips]
-    chunked = hypernet.internalize(path, chunk_frames=chunk_frames, batch_size=batch_size)
-    assert [c["start_frame"] for c in chunked.metadata["chunks"]] == starts
-    assert [c["frame_indices"] for c in chunked.metadata["chunks"]] == [m.frame_indices for _, m in clips]
-    assert chunked.rank == sum(p.rank for p in parts) == len(parts) * hypernet.config.effective_rank
-    expected = compose_chunks(parts, chunk_frames=chunk_frames)  # the composition long_video uses
-    same = torch.equal if batch_size == 1 else lambda a, b: torch.allclose(a, b, atol=1e-5, rtol=1e-4)
-    for module in chunked.target_modules:
-        assert same(chunked.lora_A[module], expected.lora_A[module]), module
-        assert same(chunked.lora_B[module], expected.lora_B[module]), module
-        update = sum(p.delta_weight(module) for p in parts)  # [L, d_out, d_in]: the sum of the chunk updates
-        torch.testing.assert_close(chunked.delta_weight(module), update, atol=1e-5, rtol=1e-4)
-
-
 # ---- adapters as PEFT artifacts -----------------------------------------------------------------------------
-PEFT_ONLY = r"""
-import json, sys, warnings
-import torch
-from peft import PeftModel
-import transformers
-
-args = json.loads(sys.argv[1])
-with warnings.catch_warnings(record=True) as caught:
-    warnings.simplefilter("always")
-    base = getattr(transformers, args["model_class"]).from_pretrained(args["base"], dtype=torch.float32)
-    model = PeftModel.from_pretrained(base, args["adapter"]).eval()
-ids = torch.tensor(args["ids"])
-with torch.no_grad():
-    logits = model(input_ids=ids).logits
-    tokens = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=8, do_sample=False)
-text = transformers.AutoTokenizer.from_pretrained(args["base"]).decode(tokens[0, ids.shape[1]:], skip_special_tokens=True).strip()
-torch.save({"logits": logits, "tokens": tokens}, args["out"])
-print(json.dumps({"text": text, "warnings": [str(w.message) for w in caught],
-                  "imported": sorted(m for m in sys.modules if m.startswith("transformers_v2l"))}))
-"""
-
-
-def assert_plain_peft_answers_like_hn_answer(hypernet, base_path, clip, tmp_path):
-    """Save an adapter; plain PEFT on the family's model class, in a process without us, gives hn.answer's tokens."""
-    adapter = hypernet.internalize(clip)
-    folder = adapter.save_pretrained(tmp_path / "adapter")
-    keys = set(adapter.to_peft_state_dict())
-    num_layers = hypernet.config.num_hidden_layers
-    assert "base_model.model.model.language_model.layers.0.mlp.down_proj.lora_A.weight" in keys
-    assert len(keys) == 2 * num_layers
-    question = "What happens in the video?"
-    ids = hypernet.processor.query_inputs([question])["input_ids"]
-    with torch.no_grad(), inject_lora(hypernet.family, *stack_adapters([adapter])):
-        logits = hypernet.vlm(input_ids=ids).logits
-        tokens = hypernet.vlm.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=8,
-                                       do_sample=False)  # fmt: skip
-    assert (logits - hypernet.vlm(input_ids=ids).logits).abs().max() > 1e-2  # the adapter changes the output
-    args = {"base": str(base_path), "adapter": str(folder), "ids": ids.tolist(), "out": str(tmp_path / "peft.pt"),
-            "model_class": hypernet.family.model_class_name}  # fmt: skip
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    result = subprocess.run([sys.executable, "-c", PEFT_ONLY, json.dumps(args)], capture_output=True, text=True,
-                            timeout=300, env=env, cwd=tmp_path)  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
-    report = json.loads(result.stdout.strip().splitlines()[-1])
-    assert report["imported"] == []
-    assert not [w for w in report["warnings"] if "nexpected" in w or "unknown" in w.lower()], report[
-        "warnings"
-    ]
-    peft = torch.load(tmp_path / "peft.pt")
-    assert (peft["logits"] - logits).abs().max() <= 1e-5
-    assert torch.equal(peft["tokens"], tokens)
-    assert report["text"] == hypernet.answer(adapter, question, max_new_tokens=8)
-
-
 def test_plain_peft_in_a_fresh_process_answers_like_hn_answer(hypernet, qwen_path, real_clip, tmp_path):
     assert_plain_peft_answers_like_hn_answer(hypernet, qwen_path, real_clip("bikes.mp4"), tmp_path)
 
@@ -344,80 +266,8 @@ def test_shared_decoder_path_needs_the_recorded_family(hypernet, tmp_path):
 
 
 # ---- commands -----------------------------------------------------------------------------------------------
-def assert_commands_run(base_path, family_name, edge, tmp_path):
-    """`v2l teacher`, `v2l train` (1 step, then resumed to 2) and `v2l eval` of the trained run, on a tiny model."""
-    yaml = pytest.importorskip("yaml")
-    pytest.importorskip("datasets")
-    from test_training_utils import toy_world_rows, write_manifest
-    from transformers_v2l.cli import main
-    from transformers_v2l.training.teacher import load_teacher_dataset
-
-    manifest = write_manifest(tmp_path, toy_world_rows(tmp_path, count=2))
-    teacher = {"base_model": str(base_path), "data": str(manifest), "output_dir": str(tmp_path / "teacher"),
-               "batch_size": 2, "max_new_tokens": 4, "top_k": 2, "num_frames": 4, "longest_edge": edge,
-               "dtype": "float32", "seed": 0}  # fmt: skip
-    (tmp_path / "teacher.yaml").write_text(yaml.safe_dump(teacher))
-    assert main(["teacher", str(tmp_path / "teacher.yaml")]) == 0
-    targets = load_teacher_dataset(tmp_path / "teacher")
-    assert len(targets) == 2 and all(
-        r["target_token_ids"] and len(r["teacher_topk_ids"][0]) == 2 for r in targets
-    )
-    train = {"base_model": str(base_path), "train_data": str(tmp_path / "teacher"), "output_dir": str(tmp_path / "run"),
-             "hypernetwork": {**TINY_HYPERNET, "num_frames": 4, "longest_edge": edge}, "max_steps": 2,
-             "per_device_train_batch_size": 2, "learning_rate": 1e-3, "save_steps": 1, "report_to": "none",
-             "disable_tqdm": True}  # fmt: skip
-    (tmp_path / "train.yaml").write_text(yaml.safe_dump(train))
-    assert main(["train", str(tmp_path / "train.yaml"), "--max_steps", "1"]) == 0
-    assert not (tmp_path / "run" / "checkpoint-2").exists()
-    assert main(["train", str(tmp_path / "train.yaml"), "--resume_from_checkpoint", "last"]) == 0
-    assert '"global_step": 2' in (tmp_path / "run" / "checkpoint-2" / "trainer_state.json").read_text()
-    trained = Video2LoraHypernetwork.from_pretrained(tmp_path / "run")
-    assert trained.config.base_model_type == family_name and trained.processor.family == family_name
-    videos = tmp_path / "eval-videos"
-    videos.mkdir()
-    for name in ("clip_a.mp4", "clip_b.mp4"):
-        write_video(videos / name, 12)
-    data = os.path.join(os.path.dirname(__file__), "data", "benchmarks", "generic", "test.jsonl")
-    assert main(["eval", "--benchmark", "generic", "--annotations", data, "--videos", str(videos),
-                 "--hypernetwork", str(tmp_path / "run"), "--out", str(tmp_path / "eval"),
-                 "--max-new-tokens", "4", "--n-resamples", "100", "--no-plots"]) == 0  # fmt: skip
-    records = [json.loads(line) for line in (tmp_path / "eval" / "outputs.jsonl").read_text().splitlines()]
-    assert {r["condition"] for r in records} == {"base", "v2l"} and all(
-        isinstance(r["output"], str) for r in records
-    )
-
-
 def test_teacher_train_resume_and_eval(qwen_path, tmp_path):
     assert_commands_run(qwen_path, "qwen2_5_vl", 112, tmp_path)
-
-
-def assert_benchmarks_run(preset, family, edge, tmp_path, monkeypatch):
-    """`v2l bench ttft --preset <preset>`'s arguments, run on the family's tiny model, then the internalization one."""
-    pytest.importorskip("matplotlib")
-    from transformers_v2l.benchmarks import internalization, models, ttft
-    from transformers_v2l.cli import build_parser
-
-    args = build_parser().parse_args(["bench", "ttft", "--preset", preset, "--frames", "2", "--resolutions",
-                                      str(edge), "--repeats", "1", "--warmup", "0"])  # fmt: skip
-    setup = models.build_setup(args.preset, tiny=True, dtype=torch.float32)
-    assert isinstance(setup.hypernet.family, family) and setup.processor.family == family.name
-    monkeypatch.setenv("V2L_BENCH_THREADS", "1")  # the benchmarks set the process's thread count
-    threads = torch.get_num_threads()
-    try:
-        result = ttft.run_ttft(args.preset, resolutions=tuple(args.resolutions), num_frames=args.frames[0],
-                               repeats=args.repeats, warmup=args.warmup, out_dir=tmp_path, setup=setup,
-                               verbose=False)  # fmt: skip
-        out = internalization.run_internalization(setup=setup, num_frames=2, longest_edge=edge, repeats=1,
-                                                  warmup=0, out_dir=tmp_path, verbose=False)  # fmt: skip
-    finally:
-        torch.set_num_threads(threads)
-    (run,) = result["runs"]
-    assert set(run["stats"]) == set(ttft.QUERY_CONDITIONS) and run["ratios"]
-    assert (
-        run["tokens"]["video_in_context"] == run["tokens"]["kv_cached_prefix"] + run["tokens"]["kv_query_new"]
-    )
-    assert (tmp_path / f"ttft_{setup.preset}.json").exists()
-    assert out["settings"]["num_layers"] == 4 and (tmp_path / "internalization_tiny.json").exists()
 
 
 def test_benchmarks_run_for_the_family(tmp_path, monkeypatch):
@@ -425,31 +275,6 @@ def test_benchmarks_run_for_the_family(tmp_path, monkeypatch):
 
 
 # ---- the official processor (needs torchvision) ------------------------------------------------------------
-def _official_inputs(official, clips, texts, generation, side, budget):
-    from transformers.video_utils import VideoMetadata as OfficialMetadata
-
-    conversation = [[{"role": "user", "content": [{"type": "video", "path": "clip.mp4"}, {"type": "text", "text": t}]}]
-                    for t in texts]  # fmt: skip
-    prompts = [official.apply_chat_template(c, add_generation_prompt=generation) for c in conversation]
-    metadata = [OfficialMetadata(total_num_frames=m.total_num_frames, fps=m.fps, width=m.width, height=m.height,
-                                 duration=m.duration, frames_indices=list(m.frame_indices)) for _, m in clips]  # fmt: skip
-    return official(text=prompts, videos=[f for f, _ in clips], video_metadata=metadata, do_sample_frames=False,
-                    size={"shortest_edge": budget[0], "longest_edge": budget[1]}, cap_pixels_per_frame=False,
-                    input_data_format="channels_last",  # else a 1-pixel-high frame reads as channels-first
-                    padding=True, padding_side=side, return_tensors="pt")  # fmt: skip
-
-
-def _assert_same(ours, theirs, label):
-    for key in ("input_ids", "attention_mask", "video_grid_thw", "mm_token_type_ids"):
-        assert torch.equal(ours[key], theirs[key]), (label, key)
-    torch.testing.assert_close(ours["second_per_grid_ts"], theirs["second_per_grid_ts"].float(), msg=label)
-    diff = (ours["pixel_values_videos"] - theirs["pixel_values_videos"]).abs().max().item()
-    print(
-        f"[official] {label}: ids equal, grid {ours['video_grid_thw'].tolist()}, max |pixel diff| = {diff:.3g}"
-    )
-    assert diff == 0.0, label
-
-
 @pytest.mark.torchvision
 @pytest.mark.skipif(not HAS_TORCHVISION, reason="the official Qwen2VLVideoProcessor needs torchvision")
 def test_matches_the_official_qwen2_5_vl_processor(qwen_path, real_clips, tmp_path):
@@ -476,8 +301,10 @@ def test_matches_the_official_qwen2_5_vl_processor(qwen_path, real_clips, tmp_pa
     for label, clip in clips.items():
         for edge in (224, 336, 448):
             budget = Qwen2_5_VLFamily.pixel_budget(ours, edge)
-            theirs = _official_inputs(official, [clip], [ours.instruction], False, "right", budget)
-            _assert_same(ours.internalization_inputs(clip, longest_edge=edge), theirs, f"{label} at {edge}")
+            theirs = official_qwen_inputs(official, [clip], [ours.instruction], False, "right", budget)
+            assert_same_as_official_qwen(
+                ours.internalization_inputs(clip, longest_edge=edge), theirs, f"{label} at {edge}"
+            )
     for name, path in real_clips.items():  # from a file: the frames the official rule samples
         meta = ours.internalization_inputs(path)["video_metadata"][0]
         probe = OfficialMetadata(total_num_frames=meta.total_num_frames, fps=meta.fps)
@@ -486,8 +313,10 @@ def test_matches_the_official_qwen2_5_vl_processor(qwen_path, real_clips, tmp_pa
     pair = [clips["carphone_distorted.mp4 5@1.0"], clips["world.mp4 12@2.0"]]
     texts = ["What happens?", "Is anyone riding a bike in this clip?"]
     budget = Qwen2_5_VLFamily.pixel_budget(ours)
-    _assert_same(ours.video_in_context_inputs(pair, texts), _official_inputs(official, pair, texts, True, "left", budget),
-                 "batch of 2, video in context")  # fmt: skip
+    theirs = official_qwen_inputs(official, pair, texts, True, "left", budget)
+    assert_same_as_official_qwen(
+        ours.video_in_context_inputs(pair, texts), theirs, "batch of 2, video in context"
+    )
     for total, fps in ((300, 30.0), (30, 30.0), (9, 1.0), (151, 29.97), (1000, 25.0), (7, 3.0)):
         for num_frames, target in ((12, 2.0), (5, 1.0), (64, 2.0), (2, 0.5)):
             expected = official.video_processor.sample_frames(

@@ -14,16 +14,16 @@ import numpy as np
 import pytest
 import torch
 
-from fixtures.models import TINY_HYPERNET, randomize_outputs
-from fixtures.videos import write_video
-from test_family_qwen2_5_vl import (
-    _assert_same,
-    _official_inputs,
+from fixtures.families import (
     assert_benchmarks_run,
     assert_chunked_is_the_composition_of_its_chunks,
     assert_commands_run,
     assert_plain_peft_answers_like_hn_answer,
+    assert_same_as_official_qwen,
+    official_qwen_inputs,
 )
+from fixtures.models import TINY_HYPERNET, randomize_outputs
+from fixtures.videos import write_video
 from transformers_v2l import Video2LoraConfig, Video2LoraHypernetwork, Video2LoraProcessor
 from transformers_v2l.families import get_family
 from transformers_v2l.families.qwen2_5_vl import VIDEO_TOKEN
@@ -206,11 +206,13 @@ def test_matches_the_official_qwen3_vl_processor(real_clips, tmp_path):
     for label, clip in clips.items():
         for edge in (224, 384):
             budget = Qwen3VLFamily.pixel_budget(ours, edge, max(len(clip[0]), 2))
-            theirs = _official_inputs(official, [clip], [ours.instruction], False, "right", budget)
+            theirs = official_qwen_inputs(official, [clip], [ours.instruction], False, "right", budget)
             theirs["second_per_grid_ts"] = torch.zeros(1)  # Qwen3-VL has none; compared below as absent
             mine = ours.internalization_inputs(clip, longest_edge=edge)
             assert "second_per_grid_ts" not in mine
-            _assert_same({**mine, "second_per_grid_ts": torch.zeros(1)}, theirs, f"{label} at {edge}")
+            assert_same_as_official_qwen(
+                {**mine, "second_per_grid_ts": torch.zeros(1)}, theirs, f"{label} at {edge}"
+            )
     official.video_processor.max_frames = ours.num_frames
     for name, path in real_clips.items():  # from a file: the frames the official rule samples
         meta = ours.internalization_inputs(path)["video_metadata"][0]
