@@ -2,7 +2,7 @@
 
 The decoder path, target modules, 3-D positions from `mm_token_type_ids`, the resize kernel and the
 patch layout are Qwen2.5-VL's (`Qwen2_5_VLFamily`). Qwen3-VL's video processor and prompt differ, and
-are reproduced token for token and pixel for pixel against transformers 5.24's `Qwen3VLProcessor`:
+are reproduced token for token and pixel for pixel against transformers 5.25's `Qwen3VLProcessor`:
 
 * Frames: `Qwen3VLVideoProcessor.sample_frames` (`linspace(0, total - 1, n).round()`, `n` frames at
   the target rate, at least 4, no rounding to pairs).
@@ -11,8 +11,9 @@ are reproduced token for token and pixel for pixel against transformers 5.24's `
   capped by the checkpoint's `max_pixels` (a whole-video budget for Qwen3-VL).
 * Prompt: the video slot's `<|video_pad|>` becomes, per temporal patch, `<{t:.1f} seconds>` (the mean
   of the patch's two frame times) then `<|vision_start|>`, one `<|video_pad|>` per merged patch of
-  the frame pair and `<|vision_end|>`. With a template that wraps the slot in vision markers (as
-  Qwen2.5-VL's), transformers 5.24 keeps them too, so the markers nest; we do what it does.
+  the frame pair and `<|vision_end|>`. A template that wraps the slot in vision markers (as
+  Qwen2.5-VL's) has the whole wrapper replaced, so the markers never nest (Qwen's own processor, and
+  transformers from 5.25; 5.24 kept the outer pair).
 * No `second_per_grid_ts`: the timestamps in the text carry time; positions restart per patch.
 
 Features (DeepStack): Qwen3-VL adds vision-tower features to the hidden states of the video tokens
@@ -282,7 +283,8 @@ class Qwen3VLFamily(Qwen2_5_VLFamily):
             + VIDEO_TOKEN * per_patch + "<|vision_end|>"
             for i in range(0, temporal * grid_t, temporal)
         )  # fmt: skip
-        return rendered.replace(VIDEO_TOKEN, slots, 1)
+        wrapped = f"<|vision_start|>{VIDEO_TOKEN}<|vision_end|>"  # every slot carries its own markers
+        return rendered.replace(wrapped if wrapped in rendered else VIDEO_TOKEN, slots, 1)
 
     # ---- tiny and real-shape models ------------------------------------------------------------------
     presets: ClassVar[dict[str, dict[str, Any]]] = {
