@@ -38,9 +38,8 @@ def test_check_counts_types_and_names_missing_or_unknown_ones():
         TaskMixture.parse("caption=1").check(TYPES)
     with pytest.raises(InvalidArgumentError, match=r"draws \['summary'\]"):
         TaskMixture.parse("caption=1,qa=1,summary=1").check(TYPES)
-    assert (
-        TaskMixture.parse("caption=1,qa=1,summary=0").check(TYPES)["summary"] == 0
-    )  # weight 0: may be absent
+    weights = TaskMixture.parse("caption=1,qa=1,summary=0").check(TYPES)
+    assert weights["summary"] == 0  # weight 0: may be absent
 
 
 def test_sampler_follows_the_weights_not_the_row_counts():

@@ -46,9 +46,8 @@ def _lora_hook(module, args, output, *, lora_A: torch.Tensor, lora_B: torch.Tens
         lora_A, lora_B = lora_A.repeat_interleave(repeats, 0), lora_B.repeat_interleave(repeats, 0)
     compute = lora_A.dtype
     hidden = torch.bmm(x.to(compute), lora_A)  # [b, S, R]
-    if (
-        output.dtype == compute
-    ):  # output + alpha * hidden @ B: one kernel for the matmul, the scaling and the add
+    # output + alpha * hidden @ B: one kernel for the matmul, the scaling and the add
+    if output.dtype == compute:
         return torch.baddbmm(output, hidden, lora_B, alpha=alpha)
     return torch.baddbmm(output.to(compute), hidden, lora_B, alpha=alpha).to(output.dtype)
 
@@ -100,9 +99,8 @@ def inject_lora(
             targets = [layer.get_submodule(family.module_subpaths[module]) for layer in layers]
             weight = targets[0].weight
             # at least fp32, as PEFT (its default upcasts adapters to fp32); also the fast path on CPUs
-            compute = torch.promote_types(
-                torch.promote_types(weight.dtype, lora_A[module].dtype), torch.float32
-            )
+            compute = torch.promote_types(weight.dtype, lora_A[module].dtype)
+            compute = torch.promote_types(compute, torch.float32)
             a = lora_A[module].to(weight.device, compute).transpose(-1, -2)  # [B, L, d_in, R]
             b = lora_B[module].to(weight.device, compute)  # [B, L, R, d_out]; no copy when already there
             alpha = 1.0
