@@ -130,6 +130,25 @@ def test_concurrent_requests_on_different_adapters_equal_each_answer_alone(hn, a
     assert engine.steps < sum(len(c.tokens) for c in first + later)
 
 
+def test_engine_rows_compute_the_update_hn_answer_computes(hn, adapters):
+    """bf16 adapters on the fp32 model: the engine's hooks add hn.answer's update in its dtype, bit for bit."""
+    from transformers_v2l.serving.engine import _RowAdapters
+
+    rows = [adapters[0].to(torch.bfloat16), None, adapters[1].to(torch.bfloat16)]  # None: a text-only row
+    model = model_access.answering_model(hn)
+    inputs = hn.processor.query_inputs(["Describe the video."] * 3)
+    engine_rows = _RowAdapters(hn, model)
+    engine_rows.set_rows(rows, torch.device("cpu"))
+    assert {t.dtype for t in [*engine_rows.lora_A.values(), *engine_rows.lora_B.values()]} == {torch.float32}
+    with torch.no_grad():
+        engine_logits = model(**inputs).logits  # [3, S, V]
+        engine_rows.remove()
+        zero = engine_rows.zero.to(torch.bfloat16)
+        with inject_lora(hn.family, *stack_adapters([rows[0], zero, rows[2]])):
+            expected = model_access.base_model(hn)(**inputs).logits
+    assert torch.equal(engine_logits, expected)
+
+
 def test_sampling_follows_seed_temperature_and_top_p(hn, adapters, engine):
     def run(**params):
         collector = _submit(

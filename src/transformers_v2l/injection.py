@@ -29,14 +29,61 @@ if TYPE_CHECKING:
     from .families import Video2LoraFamily
     from .lora import GeneratedLora
 
-__all__ = ["inject_lora", "stack_adapters"]
+__all__ = ["compute_dtype", "inject_lora", "lora_forward", "stack_adapters"]
+
+
+def compute_dtype(*dtypes: torch.dtype) -> torch.dtype:
+    """The dtype the LoRA update is computed in: the widest of `dtypes` and float32 (as PEFT by default).
+
+    Args:
+        *dtypes: the base weight's and the adapter's dtypes.
+
+    Returns:
+        `torch.float32`, or a wider dtype among `dtypes`.
+
+    Example:
+        ```python
+        compute_dtype(torch.bfloat16, torch.bfloat16)  # torch.float32
+        ```
+    """
+    compute = torch.float32
+    for dtype in dtypes:
+        compute = torch.promote_types(compute, dtype)
+    return compute
+
+
+def lora_forward(
+    output: torch.Tensor, x: torch.Tensor, lora_A: torch.Tensor, lora_B: torch.Tensor, alpha: float = 1.0
+) -> torch.Tensor:
+    """`output + alpha * (x @ lora_A) @ lora_B` per batch row, in the adapters' dtype, returned in `output`'s.
+
+    Args:
+        output: the target module's output, `[b, S, d_out]`.
+        x: the target module's input, `[b, S, d_in]`.
+        lora_A: `[b, d_in, R]` (transposed), in the compute dtype (`compute_dtype`).
+        lora_B: `[b, R, d_out]`, in the compute dtype, per-row scalings folded in.
+        alpha: a scaling shared by every row.
+
+    Returns:
+        The updated output, `[b, S, d_out]` in `output.dtype`.
+
+    Example:
+        ```python
+        out = lora_forward(out, x, a.transpose(-1, -2), b, alpha=2.0)
+        ```
+    """
+    compute = lora_A.dtype
+    hidden = torch.bmm(x.to(compute), lora_A)  # [b, S, R]
+    # output + alpha * hidden @ B: one kernel for the matmul, the scaling and the add
+    if output.dtype == compute:
+        return torch.baddbmm(output, hidden, lora_B, alpha=alpha)
+    return torch.baddbmm(output.to(compute), hidden, lora_B, alpha=alpha).to(output.dtype)
 
 
 def _lora_hook(module, args, output, *, lora_A: torch.Tensor, lora_B: torch.Tensor, alpha: float):
     # lora_A: [b, d_in, R] (transposed), lora_B: [b, R, d_out] (per-row scalings folded in, else `alpha`);
     # both in the compute dtype
-    x = args[0]  # [b, S, d_in]
-    rows = x.shape[0]
+    rows = args[0].shape[0]
     if lora_A.shape[0] != rows:  # generate() may expand the batch (beams, num_return_sequences)
         if rows % lora_A.shape[0]:
             raise AdapterMismatchError(
@@ -44,12 +91,7 @@ def _lora_hook(module, args, output, *, lora_A: torch.Tensor, lora_B: torch.Tens
             )
         repeats = rows // lora_A.shape[0]
         lora_A, lora_B = lora_A.repeat_interleave(repeats, 0), lora_B.repeat_interleave(repeats, 0)
-    compute = lora_A.dtype
-    hidden = torch.bmm(x.to(compute), lora_A)  # [b, S, R]
-    # output + alpha * hidden @ B: one kernel for the matmul, the scaling and the add
-    if output.dtype == compute:
-        return torch.baddbmm(output, hidden, lora_B, alpha=alpha)
-    return torch.baddbmm(output.to(compute), hidden, lora_B, alpha=alpha).to(output.dtype)
+    return lora_forward(output, args[0], lora_A, lora_B, alpha)
 
 
 @contextmanager
@@ -99,8 +141,7 @@ def inject_lora(
             targets = [layer.get_submodule(family.module_subpaths[module]) for layer in layers]
             weight = targets[0].weight
             # at least fp32, as PEFT (its default upcasts adapters to fp32); also the fast path on CPUs
-            compute = torch.promote_types(weight.dtype, lora_A[module].dtype)
-            compute = torch.promote_types(compute, torch.float32)
+            compute = compute_dtype(weight.dtype, lora_A[module].dtype)
             a = lora_A[module].to(weight.device, compute).transpose(-1, -2)  # [B, L, d_in, R]
             b = lora_B[module].to(weight.device, compute)  # [B, L, R, d_out]; no copy when already there
             alpha = 1.0

@@ -179,6 +179,18 @@ def _engine_ttft(url: str) -> tuple[float, int]:
     return values["v2l_time_to_first_token_seconds_sum"], int(values["v2l_time_to_first_token_seconds_count"])
 
 
+#: Pause before each timed TTFT measurement: after a forward pass, OpenMP worker threads spin-wait for a while
+#: before they sleep, and on a 2-core machine the next measurement (in the other process) would share the cores
+#: with them, so whichever condition runs second in a round was slowed by the one before it.
+SETTLE_SECONDS = 0.5
+
+
+def _settled(fn):
+    """`fn()` after `SETTLE_SECONDS` of idleness (both processes' worker threads asleep)."""
+    time.sleep(SETTLE_SECONDS)
+    return fn()
+
+
 def _in_new_thread(fn) -> float:
     """Run `fn` on a new thread and return its result (torch's intra-op threads behave as in the server's engine)."""
     result: list[float] = []
@@ -366,9 +378,9 @@ def run_serve_bench(preset: str = "256m", *, repeats: int = 5, warmup: int = 1, 
         for round_ in range(warmup + repeats):  # interleaved: the same load conditions for all three
             if round_ == warmup:
                 engine_before = _engine_ttft(server.url)
-            local = _in_new_thread(answer)  # as the server's engine runs: on its own thread
-            main = answer()
-            remote = client.chat(videos[0], BENCH_QUESTION, max_tokens=1)[0]
+            local = _settled(lambda: _in_new_thread(answer))  # as the server's engine runs: on its own thread
+            main = _settled(answer)
+            remote = _settled(lambda: client.chat(videos[0], BENCH_QUESTION, max_tokens=1)[0])
             if round_ >= warmup:
                 in_process.append(local)
                 main_thread.append(main)
@@ -380,6 +392,8 @@ def run_serve_bench(preset: str = "256m", *, repeats: int = 5, warmup: int = 1, 
                 # the server's own submission-to-first-token time (its /metrics histogram), averaged
                 "server_engine_mean": (engine_after[0] - engine_before[0]) / max(1, engine_after[1] - engine_before[1])}  # fmt: skip
         ttft["ratio_http_over_in_process"] = ttft["http"]["median"] / ttft["in_process"]["median"]
+        main_median = ttft["in_process_main_thread"]["median"]
+        ttft["ratio_http_over_in_process_main_thread"] = ttft["http"]["median"] / main_median
         log(
             f"[serve {preset}] TTFT in-process {ttft['in_process']['median']:.3f}s, HTTP {ttft['http']['median']:.3f}s, server engine {ttft['server_engine_mean']:.3f}s"
         )

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..injection import stack_adapters
+from ..injection import compute_dtype, lora_forward, stack_adapters
 from . import model_access
 from .errors import OverloadedError
 from .metrics import ServingMetrics
@@ -116,11 +116,12 @@ class _RowAdapters:
 
     def __init__(self, hn, model):
         self.enabled = False
-        self.lora_A: dict[tuple[int, str], torch.Tensor] = {}  # (layer, module) -> [B, R, d_in]
-        self.lora_B: dict[tuple[int, str], torch.Tensor] = {}  # (layer, module) -> [B, R, d_out]
-        self.scaling: torch.Tensor | None = None  # [B, 1, 1]
+        self.lora_A: dict[tuple[int, str], torch.Tensor] = {}  # (layer, module) -> [B, d_in, R]
+        self.lora_B: dict[tuple[int, str], torch.Tensor] = {}  # (layer, module) -> [B, R, d_out], scaled
+        self.alpha = 1.0
         self.zero = model_access.zero_adapter(hn)  # the row of a text-only request
         self.handles = []
+        self.weight_dtype = next(model.parameters()).dtype
         for layer, name, module in model_access.target_modules(hn, model):
             self.handles.append(module.register_forward_hook(self._hook_for((layer, name))))
 
@@ -128,38 +129,37 @@ class _RowAdapters:
         def hook(module, args, output):
             if not self.enabled:
                 return None
-            lora_A, lora_B = self.lora_A[key], self.lora_B[key]
-            hidden = torch.bmm(args[0].to(lora_A.dtype), lora_A.transpose(1, 2))  # [B, S, R]
-            return (output + self.scaling * torch.bmm(hidden, lora_B)).to(output.dtype)  # [B, S, d_out]
+            # the update hn.answer's hooks add, in the same dtype
+            return lora_forward(output, args[0], self.lora_A[key], self.lora_B[key], self.alpha)
 
         return hook
 
     def set_rows(self, adapters: list, device: torch.device) -> None:
-        """Stack the rows' adapters (`None` rows get a zero update); no adapter at all disables the hooks."""
+        """Stack the rows' adapters (`None` rows get a zero update); no adapter at all disables the hooks.
+
+        The tensors are cast once here to the dtype `hn.answer` computes in (`injection.compute_dtype`), so
+        every row's update, and so its answer, is the one `hn.answer` gives.
+        """
         if all(adapter is None for adapter in adapters):
-            self.enabled, self.lora_A, self.lora_B, self.scaling = False, {}, {}, None
-            return
-        if len(adapters) == 1:  # one row: views of the adapter's own tensors, nothing to stack or copy
-            (adapter,) = adapters
-            self.lora_A = {(layer, m): t[layer : layer + 1].to(device) for m, t in adapter.lora_A.items()
-                           for layer in range(t.shape[0])}  # fmt: skip
-            self.lora_B = {(layer, m): t[layer : layer + 1].to(device) for m, t in adapter.lora_B.items()
-                           for layer in range(t.shape[0])}  # fmt: skip
-            self.scaling = torch.full((1, 1, 1), adapter.scaling, dtype=adapter.dtype, device=device)
-            self.enabled = True
+            self.enabled, self.lora_A, self.lora_B, self.alpha = False, {}, {}, 1.0
             return
         dtype = next(a for a in adapters if a is not None).dtype
         zero = self.zero.to(dtype=dtype) if self.zero.dtype != dtype else self.zero
         rows = [a if a is not None else zero for a in adapters]
-        lora_A, lora_B, scaling = stack_adapters(rows)  # [B, L, R, d] and [B] (or one float for all rows)
-        if not torch.is_tensor(scaling):
-            scaling = torch.full((len(rows),), float(scaling))
-        self.lora_A = {(layer, m): t[:, layer].contiguous().to(device) for m, t in lora_A.items()
-                       for layer in range(t.shape[1])}  # fmt: skip
-        self.lora_B = {(layer, m): t[:, layer].contiguous().to(device) for m, t in lora_B.items()
-                       for layer in range(t.shape[1])}  # fmt: skip
-        dtype = next(iter(lora_A.values())).dtype
-        self.scaling = scaling.to(device=device, dtype=dtype).view(-1, 1, 1)
+        # [B, L, R, d] (views when one adapter serves every row), and [B] or one float for all rows
+        lora_A, lora_B, scaling = stack_adapters(rows)
+        compute = compute_dtype(self.weight_dtype, dtype)
+        self.alpha = 1.0 if torch.is_tensor(scaling) else float(scaling)
+        scale = scaling.to(device, compute).view(-1, 1, 1) if torch.is_tensor(scaling) else None  # [B, 1, 1]
+
+        def layer_b(t: torch.Tensor) -> torch.Tensor:  # [B, R, d_out], a per-row scaling folded in
+            t = t.to(device, compute)
+            return t if scale is None else t * scale
+
+        self.lora_A = {(layer, m): t[:, layer].to(device, compute).transpose(-1, -2)  # [B, d_in, R]
+                       for m, t in lora_A.items() for layer in range(t.shape[1])}  # fmt: skip
+        self.lora_B = {(layer, m): layer_b(t[:, layer])  # [B, R, d_out]
+                       for m, t in lora_B.items() for layer in range(t.shape[1])}  # fmt: skip
         self.enabled = True
 
     def remove(self) -> None:
