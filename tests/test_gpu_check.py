@@ -1,4 +1,4 @@
-"""`benchmarks/gpu_check.py`: without CUDA it says so and exits 0; on the CPU it runs every check."""
+"""`benchmarks/gpu_check.py` (without CUDA it says so and exits 0; on the CPU it runs every check) and `benchmarks/lora_update_dtype.py`."""
 
 import json
 import subprocess
@@ -36,3 +36,30 @@ def test_the_checks_run_on_the_cpu_with_the_tiny_model():
         "video_in_context",
     }
     assert "parity: OK" in result.stderr
+
+
+def test_lora_update_dtype_benchmark_writes_its_medians(tmp_path):
+    script = SCRIPT.parent / "lora_update_dtype.py"
+    out = tmp_path / "lora.json"
+    args = [
+        "--tokens",
+        "3",
+        "--d-in",
+        "16",
+        "--d-out",
+        "8",
+        "--rank",
+        "2",
+        "--repeats",
+        "5",
+        "--out",
+        str(out),
+    ]
+    result = subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(out.read_text())
+    assert report["settings"] == {"tokens": 3, "d_in": 16, "d_out": 8, "rank": 2}
+    assert set(report["medians"]) == {
+        f"{p}_{d}_us" for p in ("prefill", "decode") for d in ("float32", "bfloat16")
+    }
+    assert all(value > 0 for value in report["medians"].values())
