@@ -1,4 +1,4 @@
-"""DDP with 2 CPU processes (gloo) through `accelerate launch` equals one process with the same global batch."""
+"""DDP with 2 CPU processes (gloo) through `accelerate launch` equals one process with the same global batch, for every family."""
 
 from __future__ import annotations
 
@@ -30,19 +30,35 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _config(tiny_vlm_path, manifest) -> dict:
-    return {"base_model": str(tiny_vlm_path), "train_data": str(manifest), "hypernetwork": TINY_HYPERNET,
+def _config(tiny_vlm_path, manifest, hypernetwork: dict) -> dict:
+    return {"base_model": str(tiny_vlm_path), "train_data": str(manifest), "hypernetwork": hypernetwork,
             "max_steps": STEPS, "learning_rate": 1e-3, "warmup_steps": 0, "logging_steps": 1,
             "save_strategy": "no", "seed": 0, "report_to": "none", "disable_tqdm": True}  # fmt: skip
 
 
 def test_two_process_ddp_matches_one_process(tmp_path, tiny_vlm_path):
+    assert_ddp_matches_one_process(tmp_path, tiny_vlm_path, TINY_HYPERNET)
+
+
+@pytest.mark.parametrize(("family", "edge"), [("qwen2_5_vl", 112), ("qwen3_vl", 64), ("llava_onevision", 64)])
+def test_two_process_ddp_matches_one_process_for_every_family(tmp_path, family, edge):
+    """The same check on each other family's tiny model (its own inputs, positions and collation under DDP)."""
+    from transformers_v2l.families import family_class
+
+    family_cls = family_class(family)
+    model, tokenizer = family_cls.build_tiny_model(seed=0)
+    base = family_cls.save_tiny_model(model, tokenizer, tmp_path / f"tiny-{family}")
+    assert_ddp_matches_one_process(tmp_path, base, {**TINY_HYPERNET, "num_frames": 4, "longest_edge": edge})
+
+
+def assert_ddp_matches_one_process(tmp_path, tiny_vlm_path, hypernetwork: dict) -> None:
+    """`accelerate launch` with 2 processes of batch 1 trains the same weights as one process of batch 2."""
     pytest.importorskip("accelerate")
     # 4 clips and a corrupt one: over 3 steps of 2 the corrupt clip is drawn, so one rank runs a micro-batch
     # with no valid video (its zero loss keeps DDP's all-reduce in step) while the other rank trains
     rows = [*toy_world_rows(tmp_path, count=4), corrupt_row(tmp_path)]
     manifest = write_manifest(tmp_path, rows)
-    config = _config(tiny_vlm_path, manifest)
+    config = _config(tiny_vlm_path, manifest, hypernetwork)
     yaml = pytest.importorskip("yaml")
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
 
