@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -43,7 +44,7 @@ def test_unknown_keys_are_named():
         parse_config(TYPES, {"base_model": "m"})
 
 
-def test_v2l_train_bf16_end_to_end_then_resume(tmp_path, tiny_vlm_path, capsys):
+def test_v2l_train_bf16_end_to_end_then_resume(tmp_path, tiny_vlm_path, capsys, caplog):
     manifest = write_manifest(tmp_path, toy_world_rows(tmp_path, count=2))
     config = {"base_model": str(tiny_vlm_path), "train_data": str(manifest), "hypernetwork": TINY_HYPERNET,
               "output_dir": str(tmp_path / "run"), "max_steps": 2, "per_device_train_batch_size": 2,
@@ -61,6 +62,11 @@ def test_v2l_train_bf16_end_to_end_then_resume(tmp_path, tiny_vlm_path, capsys):
     assert hn.config.lora_rank == TINY_HYPERNET["lora_rank"]
     state = (tmp_path / "run" / "checkpoint-2" / "trainer_state.json").read_text()
     assert '"global_step": 2' in state
+    # `Trainer.train` aligns a language model's config with the tokenizer; the hypernetwork's keeps no token ids
+    for folder in ("run", "run/checkpoint-1", "run/checkpoint-2"):
+        saved = json.loads((tmp_path / folder / "config.json").read_text())
+        assert not {"bos_token_id", "eos_token_id", "pad_token_id"} & set(saved), folder
+    assert "PAD/BOS/EOS" not in caplog.text + capsys.readouterr().err
 
 
 def test_missing_extras_name_the_training_extra(monkeypatch, tmp_path):

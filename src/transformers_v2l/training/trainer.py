@@ -28,7 +28,7 @@ from .collator import IGNORE_INDEX, Video2LoraDataCollator
 from .utils import atomic_write_text
 
 require("accelerate", "training", "Video2LoraTrainer")
-from transformers import Trainer, TrainingArguments  # noqa: E402  (needs accelerate)
+from transformers import Trainer, TrainerCallback, TrainingArguments  # noqa: E402  (needs accelerate)
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +36,27 @@ __all__ = ["Video2LoraTrainer", "Video2LoraTrainingArguments", "find_resumable_c
 
 #: Written last into a checkpoint, after every process saved its part: marks the checkpoint complete.
 STATE_FILE = "v2l_training_state.json"
+
+
+class _HypernetworkKeepsNoTokenIds(TrainerCallback, logging.Filter):
+    """Undo what `Trainer.train` does for language models: copy the tokenizer's bos/eos/pad ids into the model's
+    config (and warn about it). The hypernetwork has no vocabulary; its config keeps what it had."""
+
+    fields = ("bos_token_id", "eos_token_id", "pad_token_id")
+
+    def __init__(self, config):
+        logging.Filter.__init__(self)
+        self.config, self.saved = config, {f: getattr(config, f) for f in self.fields if hasattr(config, f)}
+
+    def on_train_begin(self, args, state, control, **kwargs):  # after the alignment, before any checkpoint
+        for name in self.fields:
+            if name in self.saved:
+                setattr(self.config, name, self.saved[name])
+            elif hasattr(self.config, name):
+                delattr(self.config, name)
+
+    def filter(self, record: logging.LogRecord) -> bool:  # drop the alignment's warning
+        return "new PAD/BOS/EOS tokens" not in record.getMessage()
 
 
 @dataclass
@@ -264,10 +285,15 @@ class Video2LoraTrainer(Trainer):
         if checkpointing:  # checkpoint the frozen VLM, not the hypernetwork
             self.enable_frozen_checkpointing()
         self.args.activation_checkpointing = False
+        keep = _HypernetworkKeepsNoTokenIds(self.hypernetwork.config)
+        self.add_callback(keep)
+        logging.getLogger("transformers.trainer_utils").addFilter(keep)
         try:
             return super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
         finally:
             self.args.activation_checkpointing = checkpointing
+            logging.getLogger("transformers.trainer_utils").removeFilter(keep)
+            self.remove_callback(keep)
 
     def _get_train_sampler(self, train_dataset=None):
         """With `args.task_mixture`, a `TaskMixtureSampler` over the examples' task types; else `Trainer`'s."""
