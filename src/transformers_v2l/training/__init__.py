@@ -45,7 +45,7 @@ _LOCATIONS = {
     "generate_teacher_targets": "teacher",
     "load_teacher_dataset": "teacher_outputs",
     "Video2LoraTrainer": "trainer",
-    "Video2LoraTrainingArguments": "trainer",
+    "Video2LoraTrainingArguments": "training_args",
     "find_resumable_checkpoint": "trainer",
     "Video2LoraScriptArguments": "cli",
 }
