@@ -496,13 +496,52 @@ class Video2LoraFamily(LiveModelMixin):
             family.query_text(processor, "What happens in the video?")
             ```
         """
-        conversation = [{"role": "user", "content": [{"type": "text", "text": question}]}]
-        return processor.tokenizer.apply_chat_template(
+        return cls.render_turn(processor, question)
+
+    @classmethod
+    def render_turn(
+        cls,
+        processor: Video2LoraProcessor,
+        text: str,
+        *,
+        video_token: str | None = None,
+        add_generation_prompt: bool = True,
+        chat_template: str | None = None,
+    ) -> str:
+        """One user turn rendered by the chat template: `[text]`, or `[video, text]` with its slot unexpanded.
+
+        Args:
+            processor: the processor (tokenizer and chat template).
+            text: the instruction or question.
+            video_token: the token the template renders for the video item; `None` for a text-only turn.
+            add_generation_prompt: append the assistant turn's opening.
+            chat_template: a template to use instead of the processor's text chat template.
+
+        Returns:
+            The prompt string, the video slot holding one `video_token`.
+
+        Raises:
+            ValueError: the template renders no `video_token`, so the video would be left out of the prompt.
+
+        Example:
+            ```python
+            family.render_turn(processor, "Describe the video.", video_token="<video>")
+            ```
+        """
+        video = [{"type": "video"}] if video_token is not None else []
+        conversation = [{"role": "user", "content": [*video, {"type": "text", "text": text}]}]
+        rendered = processor.tokenizer.apply_chat_template(
             conversation,
-            chat_template=processor.text_chat_template,
+            chat_template=chat_template or processor.text_chat_template,
             tokenize=False,
-            add_generation_prompt=True,
+            add_generation_prompt=add_generation_prompt,
         )
+        if video_token is not None and video_token not in rendered:
+            raise ValueError(
+                f"The processor's chat template renders no {video_token!r} for a video item, so the video would be "
+                f"left out of the prompt; use the checkpoint's template ({cls.__name__}.default_chat_template())."
+            )
+        return rendered
 
     @classmethod
     def default_chat_template(cls) -> str | None:

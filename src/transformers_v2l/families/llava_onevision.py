@@ -320,16 +320,9 @@ class LlavaOnevisionFamily(Video2LoraFamily):
             ```
         """
         video_token = getattr(processor.tokenizer, "video_token", None) or VIDEO_TOKEN
-        conversation = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": text}]}]
-        rendered = processor.tokenizer.apply_chat_template(
-            conversation, chat_template=processor.text_chat_template, tokenize=False,
-            add_generation_prompt=add_generation_prompt,
-        )  # fmt: skip
-        if video_token not in rendered:
-            raise ValueError(
-                f"The processor's chat template renders no {video_token!r} for a video item, so the video would be "
-                "left out of the prompt; use the checkpoint's template (LLAVA_ONEVISION_CHAT_TEMPLATE)."
-            )
+        rendered = cls.render_turn(
+            processor, text, video_token=video_token, add_generation_prompt=add_generation_prompt
+        )
         count = _video_tokens(pixels["pixel_values_videos"].shape[0], processor.vision["num_image_tokens"])
         return rendered.replace(video_token, video_token * count, 1)
 

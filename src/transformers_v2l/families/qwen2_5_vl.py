@@ -434,15 +434,9 @@ class Qwen2_5_VLFamily(Video2LoraFamily):
             Qwen2_5_VLFamily.video_text(processor, meta, pixels, "Describe the video.", True)
             ```
         """
-        conversation = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": text}]}]
-        rendered = processor.tokenizer.apply_chat_template(
-            conversation,
-            chat_template=processor.text_chat_template,
-            tokenize=False,
-            add_generation_prompt=add_generation_prompt,
+        rendered = cls.render_turn(
+            processor, text, video_token=VIDEO_TOKEN, add_generation_prompt=add_generation_prompt
         )
-        if VIDEO_TOKEN not in rendered:
-            raise ValueError(f"The processor's chat template renders no {VIDEO_TOKEN} slot for a video.")
         count = int(pixels["video_grid_thw"][0].prod()) // processor.vision["merge_size"] ** 2
         return rendered.replace(VIDEO_TOKEN, VIDEO_TOKEN * count, 1)
 

@@ -263,15 +263,9 @@ class Qwen3VLFamily(Qwen2_5_VLFamily):
             Qwen3VLFamily.video_text(processor, meta, pixels, "Describe the video.", True)
             ```
         """
-        conversation = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": text}]}]
-        rendered = processor.tokenizer.apply_chat_template(
-            conversation,
-            chat_template=processor.text_chat_template,
-            tokenize=False,
-            add_generation_prompt=add_generation_prompt,
+        rendered = cls.render_turn(
+            processor, text, video_token=VIDEO_TOKEN, add_generation_prompt=add_generation_prompt
         )
-        if VIDEO_TOKEN not in rendered:
-            raise ValueError(f"The processor's chat template renders no {VIDEO_TOKEN} slot for a video.")
         grid_t, grid_h, grid_w = pixels["video_grid_thw"][0].tolist()
         per_patch = grid_h * grid_w // processor.vision["merge_size"] ** 2
         temporal = processor.vision["temporal_patch_size"]

@@ -395,12 +395,12 @@ class SmolVLMFamily(Video2LoraFamily):
             ```
         """
         video_token = getattr(processor.tokenizer, "video_token", None) or _SPECIAL_TOKENS["video_token"]
-        conversation = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": text}]}]
-        rendered = processor.tokenizer.apply_chat_template(
-            conversation,
-            chat_template=SMOLVLM_VIDEO_CHAT_TEMPLATE,
-            tokenize=False,
+        rendered = cls.render_turn(
+            processor,
+            text,
+            video_token=video_token,
             add_generation_prompt=add_generation_prompt,
+            chat_template=SMOLVLM_VIDEO_CHAT_TEMPLATE,
         )
         expansion = cls.video_prompt(processor, metadata, pixels["pixel_values"].shape[0])
         return rendered.replace(video_token, expansion, 1)
