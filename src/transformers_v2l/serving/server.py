@@ -120,7 +120,7 @@ class ServerState:
         """
         for video in self.store.unfinished():
             self.store.update(video, status="queued")
-        self.engine.start()
+        self._start_answering()
         self.worker.start()
         return self
 
@@ -133,6 +133,12 @@ class ServerState:
             ```
         """
         self.worker.stop()
+        self._stop_answering()
+
+    def _start_answering(self) -> None:
+        self.engine.start()
+
+    def _stop_answering(self) -> None:
         self.engine.stop()
 
 

@@ -546,30 +546,8 @@ class VllmServerState(ServerState):
         logger.info("Answering with vLLM at %s. Adapters have rank %d: start vLLM with --enable-lora --max-lora-rank %d "
                     "(or more) and VLLM_ALLOW_RUNTIME_LORA_UPDATING=True.", options.url, rank, vllm_max_lora_rank(rank))  # fmt: skip
 
-    def start(self) -> VllmServerState:
-        """Queue unfinished jobs, start the internalization worker and the vLLM watcher (no engine thread).
-
-        Returns:
-            The state.
-
-        Example:
-            ```python
-            state.start()
-            ```
-        """
-        for video in self.store.unfinished():
-            self.store.update(video, status="queued")
-        self.worker.start()
+    def _start_answering(self) -> None:  # vLLM answers: the watcher instead of the engine thread
         self.bridge.start()
-        return self
 
-    def stop(self) -> None:
-        """Stop the worker (after its current job) and the watcher.
-
-        Example:
-            ```python
-            state.stop()
-            ```
-        """
-        self.worker.stop()
+    def _stop_answering(self) -> None:
         self.bridge.stop()
