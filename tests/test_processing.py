@@ -135,6 +135,27 @@ def test_video_in_context_inputs(processor):
         processor.video_in_context_inputs(_videos(), ["a", "b", "c"])
 
 
+def test_a_conversation_about_a_video_holds_the_video_in_its_first_turn(processor):
+    video = _videos()[0]
+    conversation = [{"role": "user", "content": "Describe the video."}, {"role": "assistant", "content": "A dog."},
+                    {"role": "user", "content": "What color is it?"}]  # fmt: skip
+    inputs = processor.video_in_context_inputs(video, [conversation, "What color is it?"])
+    rows = [ids[mask.bool()] for ids, mask in zip(inputs["input_ids"], inputs["attention_mask"])]
+    text = processor.tokenizer.decode(rows[0])
+    assert text.startswith("<|im_start|>User: You are provided the following series of three frames")
+    assert text.endswith("\n\nDescribe the video.<end_of_utterance>\nAssistant: A dog.<end_of_utterance>\n"
+                         "User: What color is it?<end_of_utterance>\nAssistant:")  # fmt: skip
+    image = processor.tokenizer.convert_tokens_to_ids("<image>")
+    assert (rows[0] == image).sum() == (rows[1] == image).sum() == 3 * 16  # one copy of the video
+    for bad in (
+        [],
+        [{"role": "assistant", "content": "A dog."}],
+        [{"role": "user", "content": [{"type": "text"}]}],
+    ):
+        with pytest.raises(ValueError, match="starts with a user turn whose content is text"):
+            processor.video_in_context_inputs(video, [bad])
+
+
 def test_inputs_run_through_the_tiny_model(processor, tiny_vlm):
     inputs = processor.internalization_inputs(_videos())
     inputs.pop("video_metadata")

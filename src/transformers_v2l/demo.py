@@ -22,10 +22,18 @@ import json
 import os
 import tempfile
 import time
+from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
+from typing import Any
 
-__all__ = ["DEFAULT_MODEL_DIR", "add_demo_subparser", "load_default_hypernetwork", "run_demo"]
+__all__ = [
+    "DEFAULT_MODEL_DIR",
+    "add_demo_subparser",
+    "demo_accuracy",
+    "load_default_hypernetwork",
+    "run_demo",
+]
 
 #: The embedded default model: `base/` (VLM, tokenizer, processor files) and `hypernet/`.
 DEFAULT_MODEL_DIR = Path(__file__).parent / "assets" / "tiny_world"
@@ -134,10 +142,11 @@ def _answer_rows(hn, video: str, adapter, questions: list[str], max_new: int) ->
 def run_demo(args: argparse.Namespace) -> int:
     """Generate a test clip, internalize it, and compare answers and query latency with the base model.
 
-    The time to first token of each question is the median of three single-token generations: for the
-    base model it includes decoding the video and encoding its frames, as answering with the video in
-    context does; for Video2LoRA the adapter already exists and the prompt holds only text (a
-    checkpoint that recalls a description before answering includes that recall).
+    Both conditions ask as the checkpoint was trained (its processor's answering protocol). The time to
+    first token of each question is the median of three single-token generations: for the base model it
+    includes decoding the video and encoding its frames, as answering with the video in context does; for
+    Video2LoRA the adapter already exists and the prompt holds only text. For a checkpoint that recalls a
+    description before answering, both include that recall.
 
     Args:
         args: `seed` (clip seed), `num_questions`, `max_new_tokens`, `model_dir` (optional),
@@ -196,6 +205,88 @@ def run_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def demo_accuracy(
+    hn, seeds: Sequence[int], *, num_questions: int = 3, max_new_tokens: int = 32, progress: bool = True
+) -> dict[str, Any]:
+    """How often the demo's two conditions answer right, over several seeds: what `v2l demo --accuracy N` prints.
+
+    Each seed's clip, questions and greedy answers are exactly the demo's for that seed; answers are scored
+    with exact match and the captions with token F1 against the ground truth (`transformers_v2l.evaluation`).
+
+    Args:
+        hn: a tiny-world hypernetwork (`load_default_hypernetwork()`).
+        seeds: the demo seeds.
+        num_questions: questions per clip, as `v2l demo --num-questions`.
+        max_new_tokens: the answers' token budget.
+        progress: show a progress bar over the seeds.
+
+    Returns:
+        `{"questions": [per-question rows], "captions": [per-seed rows], "summary": {...}}`; the summary holds,
+        per condition (`base`: video in context, `v2l`: zero visual tokens), the right answers, the exact-match
+        rate overall and by question kind, the seeds answered all right, and the mean caption token F1.
+
+    Example:
+        ```python
+        demo_accuracy(load_default_hypernetwork(), range(20))["summary"]["v2l"]["exact_match"]
+        ```
+    """
+    from tqdm.auto import tqdm
+
+    from .evaluation import exact_match_score, token_f1_score
+    from .toy_world import CAPTION_PROMPT, make_clip, write_video
+
+    questions, captions = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        for seed in tqdm(list(seeds), desc="Demo seeds", unit="seed", disable=not progress):
+            clip = make_clip(seed, "test")
+            video = str(write_video(clip.frames, Path(tmp) / f"{clip.id}.mp4"))
+            adapter = hn.internalize(video)
+            for item in _pick_questions(clip.qa, num_questions):
+                base = hn.answer_with_video(video, item["question"], max_new_tokens=max_new_tokens)
+                v2l = hn.answer(adapter, item["question"], max_new_tokens=max_new_tokens)
+                questions.append({"seed": seed, "kind": item["kind"], "question": item["question"],
+                                  "truth": item["answer"], "base": base, "v2l": v2l,
+                                  "base_right": exact_match_score(base, item["answer"]),
+                                  "v2l_right": exact_match_score(v2l, item["answer"])})  # fmt: skip
+            texts = {"base": hn.answer_with_video(video, CAPTION_PROMPT, max_new_tokens=_CAPTION_TOKENS),
+                     "v2l": hn.answer(adapter, CAPTION_PROMPT, max_new_tokens=_CAPTION_TOKENS)}  # fmt: skip
+            captions.append({"seed": seed, "truth": clip.caption, **texts,
+                             **{f"{k}_f1": token_f1_score(v, clip.caption) for k, v in texts.items()}})  # fmt: skip
+    return {"questions": questions, "captions": captions, "summary": _accuracy_summary(questions, captions)}
+
+
+def _accuracy_summary(questions: list[dict], captions: list[dict]) -> dict[str, Any]:
+    kinds = sorted({q["kind"] for q in questions})
+    seeds = sorted({q["seed"] for q in questions})
+    summary: dict[str, Any] = {"seeds": len(seeds), "questions": len(questions)}
+    for condition in ("base", "v2l"):
+        right = [q[f"{condition}_right"] for q in questions]
+        by_kind = {k: [q[f"{condition}_right"] for q in questions if q["kind"] == k] for k in kinds}
+        summary[condition] = {
+            "right": int(sum(right)),
+            "exact_match": sum(right) / len(right),
+            "by_kind": {k: sum(v) / len(v) for k, v in by_kind.items()},
+            "seeds_all_right": sum(
+                all(q[f"{condition}_right"] for q in questions if q["seed"] == s) for s in seeds
+            ),
+            "caption_f1": sum(c[f"{condition}_f1"] for c in captions) / len(captions),
+        }
+    return summary
+
+
+def _print_accuracy(result: dict[str, Any]) -> None:
+    summary = result["summary"]
+    kinds = list(summary["base"]["by_kind"])
+    print(f"v2l demo over {summary['seeds']} seeds ({summary['questions']} questions), exact match:\n")
+    print("| condition | right | all right (seeds) | " + " | ".join(kinds) + " | caption token F1 |")
+    print("|---|---|---|" + "---|" * len(kinds) + "---|")
+    for condition, label in (("base", "base, video in context"), ("v2l", "Video2LoRA, no video")):
+        row = summary[condition]
+        cells = " | ".join(f"{row['by_kind'][k]:.2f}" for k in kinds)
+        print(f"| {label} | {row['right']}/{summary['questions']} ({row['exact_match']:.2f}) | "
+              f"{row['seeds_all_right']}/{summary['seeds']} | {cells} | {row['caption_f1']:.3f} |")  # fmt: skip
+
+
 def add_demo_subparser(subparsers) -> argparse.ArgumentParser:
     """Register `v2l demo` on the CLI's subparsers.
 
@@ -232,6 +323,10 @@ def add_demo_subparser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--model-dir", help="A tiny-world model folder (default: the one in the package).")
     parser.add_argument("--save-video", help="Also keep the generated clip at this path (a new .mp4 file).")
     parser.add_argument(
+        "--accuracy", type=positive_int, metavar="N",
+        help="Instead of one demo, run seeds 0 to N-1 and print how often each condition answers right.",
+    )  # fmt: skip
+    parser.add_argument(
         "--threads",
         type=positive_int,
         default=1,
@@ -256,4 +351,15 @@ def _checked_run_demo(args: argparse.Namespace) -> int:
         raise FileNotFoundError(
             f"--model-dir {args.model_dir} is not a folder (nothing at {Path(args.model_dir).absolute()})."
         )
+    if args.accuracy:
+        if args.save_video:
+            raise InvalidArgumentError("--save-video keeps one demo's clip; it does not go with --accuracy.")
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # the weight-loading bar; the seeds get their own
+        hn = load_default_hypernetwork(args.model_dir, num_threads=args.threads)
+        result = demo_accuracy(hn, range(args.accuracy), num_questions=args.num_questions,
+                               max_new_tokens=args.max_new_tokens)  # fmt: skip
+        _print_accuracy(result)
+        return 0
     return run_demo(args)

@@ -373,7 +373,11 @@ class Video2LoraPipelineMixin:
         longest_edge: int | None = None,
         **generate_kwargs: Any,
     ) -> str | list[str]:
-        """The reference condition: the plain base model answers each question directly, with the video in context.
+        """The reference condition: the plain base model answers each question with the video in context.
+
+        The checkpoint's answering protocol applies here too: with `"recall"`, the base model first gives its own
+        description of the video (the recall prompt, video in context), then answers the question as the next
+        chat turn, the video still in its context, as it was trained to.
 
         Args:
             videos: one video or one video per question.
@@ -398,11 +402,34 @@ class Video2LoraPipelineMixin:
             raise ValueError(f"answer_with_video() got {len(items)} videos for {len(prompts)} questions.")
         self.runtime.ensure_loaded()
         self.runtime.refuse_if_merged("answer with the video in context")
-        inputs = self.processor.video_in_context_inputs(
-            items, prompts, num_frames=num_frames, longest_edge=longest_edge, return_metadata=False
-        )
+        frames = {"num_frames": num_frames, "longest_edge": longest_edge, "return_metadata": False}
+        if self.processor.answer["protocol"] == "recall":
+            prompts = self._recall_with_video(items, prompts, frames)
+        inputs = self.processor.video_in_context_inputs(items, prompts, **frames)
         answers = self.runtime.generate(inputs, max_new_tokens=max_new_tokens, **generate_kwargs)
         return answers[0] if single else answers
+
+    def _recall_with_video(self, items: list, prompts: list[str], frames: dict[str, Any]) -> list:
+        """The recall protocol with the video in context: each question becomes the turn after the model's description.
+
+        The recall prompt itself stays as it is (its answer is the description).
+        """
+        protocol = self.processor.answer
+        recall = protocol["recall_prompt"]
+        asking = [i for i, q in enumerate(prompts) if q != recall]
+        if not asking:
+            return prompts
+        recalled = self.runtime.generate(
+            self.processor.video_in_context_inputs(
+                [items[i] for i in asking], [recall] * len(asking), **frames
+            ),
+            max_new_tokens=protocol["recall_max_new_tokens"],
+        )
+        conversations = list(prompts)
+        for i, description in zip(asking, recalled):
+            conversations[i] = [{"role": "user", "content": recall}, {"role": "assistant", "content": description},
+                                {"role": "user", "content": prompts[i]}]  # fmt: skip
+        return conversations
 
     # ---- adapters and the base weights ----------------------------------------------------------------
     def check_adapter(self, adapter: GeneratedLora, *, strict: bool = False) -> None:

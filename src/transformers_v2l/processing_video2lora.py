@@ -295,7 +295,7 @@ class Video2LoraProcessor(ProcessorMixin):
     def video_inputs(
         self,
         videos: Any,
-        texts: Sequence[str],
+        texts: Sequence[str | Sequence[dict[str, Any]]],
         *,
         num_frames: int | None = None,
         longest_edge: int | None = None,
@@ -307,7 +307,7 @@ class Video2LoraProcessor(ProcessorMixin):
 
         Args:
             videos: one video or a list (see `internalization_inputs`).
-            texts: one text (for every video) or one per video.
+            texts: one text (for every video) or one per video; a text may be a conversation (see `video_text`).
             num_frames: maximum frames per video; defaults to `self.num_frames`.
             longest_edge: frame resize target; defaults to `self.longest_edge`.
             add_generation_prompt: append the assistant's opening.
@@ -337,7 +337,7 @@ class Video2LoraProcessor(ProcessorMixin):
         for video, text in zip(items, texts):
             frames, meta = self._decode(video, num_frames)
             clip = family.video_pixels(self, frames, edge)
-            prompts.append(family.video_text(self, meta, clip, text, add_generation_prompt))
+            prompts.append(self.video_text(meta, clip, text, add_generation_prompt))
             pixels.append(clip)
             metadata.append(meta)
         data: dict[str, Any] = {**self.tokenize(prompts, padding_side), **family.collate_video_pixels(pixels)}
@@ -345,6 +345,55 @@ class Video2LoraProcessor(ProcessorMixin):
         if return_metadata:
             data["video_metadata"] = metadata
         return BatchFeature(data)
+
+    def video_text(
+        self,
+        metadata: VideoMetadata,
+        pixels: dict[str, torch.Tensor],
+        text: str | Sequence[dict[str, Any]],
+        add_generation_prompt: bool = True,
+    ) -> str:
+        """The prompt of one user turn `[video, text]`, or of a conversation whose first user turn holds the video.
+
+        Args:
+            metadata: the clip's metadata.
+            pixels: the clip's `family.video_pixels`.
+            text: the text after the video, or chat messages (`{"role": ..., "content": str}`) that start with the
+                user turn holding the video: for example a description the model gave, then a follow-up question.
+            add_generation_prompt: append the assistant turn's opening.
+
+        Returns:
+            The prompt string, the video expanded as the family's processor expands it.
+
+        Raises:
+            ValueError: the conversation does not start with a user turn of text, or the chat template renders that
+                turn differently inside the conversation than alone.
+
+        Example:
+            ```python
+            processor.video_text(meta, pixels, [{"role": "user", "content": "Describe the video."},
+                                                {"role": "assistant", "content": "A dog runs."},
+                                                {"role": "user", "content": "What color is the dog?"}])
+            ```
+        """
+        family = self.family_class
+        if isinstance(text, str):
+            return family.video_text(self, metadata, pixels, text, add_generation_prompt)
+        messages = list(text)
+        if (
+            not messages
+            or messages[0].get("role") != "user"
+            or not isinstance(messages[0].get("content"), str)
+        ):
+            raise ValueError("A conversation about a video starts with a user turn whose content is text.")
+        opening = self.chat_text(messages[:1], add_generation_prompt=False)
+        rendered = self.chat_text(messages, add_generation_prompt=add_generation_prompt)
+        if not rendered.startswith(opening):
+            raise ValueError("The chat template renders the first turn differently inside the conversation.")
+        return (
+            family.video_text(self, metadata, pixels, messages[0]["content"], False)
+            + rendered[len(opening) :]
+        )
 
     def internalization_inputs(
         self,
@@ -387,7 +436,7 @@ class Video2LoraProcessor(ProcessorMixin):
     def video_in_context_inputs(
         self,
         videos: Any,
-        prompts: str | Sequence[str],
+        prompts: str | Sequence[str | Sequence[dict[str, Any]]],
         num_frames: int | None = None,
         longest_edge: int | None = None,
         return_metadata: bool = True,
@@ -396,7 +445,8 @@ class Video2LoraProcessor(ProcessorMixin):
 
         Args:
             videos: one video (shared by all prompts) or one per prompt (see `internalization_inputs`).
-            prompts: a question or one question per video.
+            prompts: a question, or one per video; a prompt may also be a conversation whose first user turn
+                holds the video (see `video_text`).
             num_frames: maximum frames per video; defaults to `self.num_frames`.
             longest_edge: frame resize target; defaults to `self.longest_edge`.
             return_metadata: add `video_metadata`.
