@@ -14,59 +14,13 @@ import time
 from pathlib import Path
 
 import torch
-from train import (
-    RecipeConfig,
-    load_frames,
-    log,
-)
+from base_model import load_base
+from train import RecipeConfig, log
+from world_data import cached_video_loader, load_processor
 
 from transformers_v2l import Video2LoraConfig, Video2LoraHypernetwork, inject_lora
-from transformers_v2l.configuration_video2lora import DEFAULT_INSTRUCTION
 from transformers_v2l.training.collator import Video2LoraDataCollator
 from transformers_v2l.training.trainer import Video2LoraTrainer, Video2LoraTrainingArguments
-
-
-def load_base(work: Path):
-    from transformers import AutoTokenizer, SmolVLMForConditionalGeneration
-
-    model = SmolVLMForConditionalGeneration.from_pretrained(work / "base", dtype=torch.float32).eval()
-    for parameter in model.parameters():
-        parameter.requires_grad_(False)
-    return model, AutoTokenizer.from_pretrained(work / "base")
-
-
-def internalization_ids(tokenizer, prefix: str, instruction: str = DEFAULT_INSTRUCTION) -> list[int]:
-    """Token ids of the encoder prompt: one user turn with the video then the instruction, no generation prompt."""
-    text = f"<|im_start|>User: {prefix}{instruction}<end_of_utterance>\n"
-    return tokenizer(text, add_special_tokens=False)["input_ids"]
-
-
-def load_processor(work: Path, cfg: RecipeConfig):
-    """The base model's `Video2LoraProcessor`, set to the recipe's frame count and size."""
-    from transformers_v2l.processing_video2lora import Video2LoraProcessor
-
-    return Video2LoraProcessor.from_pretrained(
-        work / "base", longest_edge=cfg.image_size, num_frames=cfg.num_frames
-    )
-
-
-def cached_video_loader(work: Path, split: str):
-    """`(example) -> (frames, VideoMetadata)` from the decoded-frame cache, so no step decodes twice."""
-    from transformers_v2l.video_sampling import VideoMetadata
-
-    data = load_frames(work, split)
-    index = {clip_id: i for i, clip_id in enumerate(data["ids"])}
-    indices, fps, duration = [int(i) for i in data["indices"]], float(data["fps"]), float(data["duration"])
-    size = data["frames"].shape[-2]
-
-    def loader(example: dict):
-        i = index[example["metadata"]["clip_id"]]
-        meta = VideoMetadata(
-            example["video_path"], None, round(duration * fps), fps, duration, size, size, indices
-        )
-        return data["frames"][i], meta
-
-    return loader
 
 
 def run_teacher(work: Path, cfg: RecipeConfig, split: str) -> list[dict]:
@@ -82,10 +36,10 @@ def run_teacher(work: Path, cfg: RecipeConfig, split: str) -> list[dict]:
     examples = [e for e in load_manifest(work / "world" / f"{split}.jsonl") if e["task_type"] == "caption"]
     if not (out / "teacher_config.json").exists() or len(list(out.glob("shard-*.parquet"))) == 0:
         start = time.time()
-        vlm, _ = load_base(work)
+        vlm, _ = load_base(work / "base")
         settings = TeacherSettings(base_model=str(work / "base"), shard_size=512, batch_size=32, max_new_tokens=48,
                                    num_frames=cfg.num_frames, longest_edge=cfg.image_size)  # fmt: skip
-        generate_teacher_targets(vlm, load_processor(work, cfg), examples, out, settings,
+        generate_teacher_targets(vlm, load_processor(work / "base", cfg), examples, out, settings,
                                  video_loader=cached_video_loader(work, split), show_progress=False)  # fmt: skip
         log(f"teacher captions for {split}: {len(examples)} in {time.time() - start:.0f}s")
     rows = list(load_teacher_dataset(out))
@@ -108,8 +62,8 @@ def cache_features(
     path = work / f"features_{split}.pt"
     if path.exists():
         return torch.load(path)
-    model, _ = load_base(work)
-    family, processor = get_family(model), load_processor(work, cfg)
+    model, _ = load_base(work / "base")
+    family, processor = get_family(model), load_processor(work / "base", cfg)
     loader = cached_video_loader(work, split)
     chunks = []
     for i in range(0, len(examples), batch_size):
@@ -200,8 +154,8 @@ def train_hypernetwork(work: Path, cfg: RecipeConfig) -> tuple[Video2LoraHyperne
         The trained hypernetwork (bound to the base model) and its validation losses.
     """
     out = work / "hypernet"
-    base, _ = load_base(work)
-    processor = load_processor(work, cfg)
+    base, _ = load_base(work / "base")
+    processor = load_processor(work / "base", cfg)
     train_rows, val_rows = run_teacher(work, cfg, "train"), run_teacher(work, cfg, "validation")
     clips = {}
     for split, rows in (("train", train_rows), ("validation", val_rows)):

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from prompts import dialog_turn
 from train import RecipeConfig, log
 
 from transformers_v2l.evaluation import (
@@ -28,7 +29,7 @@ from transformers_v2l.evaluation import (
     token_f1_score,
 )
 from transformers_v2l.lora import GeneratedLora
-from transformers_v2l.toy_world import CAPTION_PROMPT, dialog_prompt, final_answer, read_manifest
+from transformers_v2l.toy_world import CAPTION_PROMPT, final_answer, read_manifest
 
 MAX_NEW_TOKENS = 48
 BATCH = 32
@@ -222,9 +223,7 @@ def dialog_generation(hn, rows: list[dict], out: Path, settings: dict, reader: s
         questions = [
             {
                 **r,
-                "prompt": dialog_prompt(
-                    own[(condition, r["clip_id"])], r["prompt"], end_of_turn_token=hn.family.end_of_turn_token
-                ),
+                "prompt": dialog_turn(hn.processor, own[(condition, r["clip_id"])], r["prompt"]),
             }
             for r in rows
             if r["task"] == "qa"
@@ -242,7 +241,20 @@ def dialog_generation(hn, rows: list[dict], out: Path, settings: dict, reader: s
 
 
 def evaluate(work: Path, cfg: RecipeConfig, hn, limit: int | None = None) -> dict:
-    """Run every condition on the test split and write `eval/report.md`, `eval/summary.json`."""
+    """Run every condition on the test split and write `eval/report.md`, `eval/summary.json`.
+
+    Every prompt is asked as it is: this module composes the dialog turns itself (both readers and the
+    controls from the same captions), where the checkpoint's `recall` protocol would compose them again.
+    """
+    saved = hn.processor.answer
+    hn.processor.answer = {"protocol": "direct"}
+    try:
+        return _evaluate(work, cfg, hn, limit)
+    finally:
+        hn.processor.answer = saved
+
+
+def _evaluate(work: Path, cfg: RecipeConfig, hn, limit: int | None) -> dict:
     out = work / "eval"
     out.mkdir(parents=True, exist_ok=True)
     rows = benchmark_rows(work, "test", limit)
@@ -315,10 +327,8 @@ def evaluate(work: Path, cfg: RecipeConfig, hn, limit: int | None = None) -> dic
     def control_prompts(own_captions: list[str]) -> list[str]:  # dialog: each control reads its own caption
         if cfg.qa_format != "dialog":
             return [r["prompt"] for r in questions]
-        eot = hn.family.end_of_turn_token
         return [
-            dialog_prompt(own_captions[clip_index[r["clip_id"]]], r["prompt"], end_of_turn_token=eot)
-            for r in questions
+            dialog_turn(hn.processor, own_captions[clip_index[r["clip_id"]]], r["prompt"]) for r in questions
         ]
 
     wrong_prompts = control_prompts(caption_runs["wrong_video"][1])
@@ -402,7 +412,7 @@ def _dialog_section(summary: dict) -> list[str]:
     }
     lines = ["", "## Recall, then answer: who reads the caption", "",
              "Every condition answers a question as the chat turn after its own answer to *Describe the video.*",
-             "(`toy_world.dialog_prompt`): the base model after the caption it wrote with the video in context,",
+             "(`prompts.dialog_turn`): the base model after the caption it wrote with the video in context,",
              "Video2LoRA after the caption its adapter recalled with zero visual tokens. The base model was trained",
              "to answer that turn with and without the video, from the ground-truth caption. The hypernetwork",
              "still saw captions only. Video2LoRA's question turn can be answered by:", "",

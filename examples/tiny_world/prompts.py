@@ -1,7 +1,9 @@
-"""Prompts and packed batches of the tiny-world recipe, in SmolVLM2's video-in-context format.
+"""Prompts and packed batches of the tiny-world recipe, rendered by the base model's own processor.
 
-The same token sequences `Video2LoraProcessor` builds (checked token for token in the tests), written
-out directly so that base training can pack every task on one clip after a single copy of its video.
+Every prompt comes from `Video2LoraProcessor` and the base model's family (`family.video_text`,
+`family.query_text`, `response_token_ids`), so the recipe trains on exactly the token sequences that
+`internalize`, `answer` and `answer_with_video` build, for any supported family. Base training packs
+every task on one clip after a single copy of its video prefix.
 """
 
 from __future__ import annotations
@@ -10,33 +12,83 @@ import numpy as np
 import torch
 
 from transformers_v2l import toy_world
+from transformers_v2l.training.collator import response_token_ids
 
 
-def video_prompt_text(indices: list[int], fps: float, duration: float, image_seq_len: int) -> str:
-    """The expanded video part of a SmolVLM2 user turn."""
-    from num2words import num2words
+class RecipePrompts:
+    """The recipe's prompts for one base model and one frame sampling, in its family's chat format.
 
-    seconds = int(duration)
-    text = (
-        f"You are provided the following series of {num2words(len(indices))} frames from a "
-        f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d} [H:MM:SS] video.\n"
-    )
-    image = "<fake_token_around_image><global-img>" + "<image>" * image_seq_len + "<fake_token_around_image>"
-    for idx in indices:
-        stamp = int(idx // fps)
-        text += f"\nFrame from {stamp // 60:02d}:{stamp % 60:02d}:{image}"
-    return text + "\n\n"
+    Args:
+        processor: the base model's `Video2LoraProcessor`.
+        frames: one clip's sampled frames `[n, H, W, 3]` uint8 (every clip of the world shares the sampling).
+        metadata: that clip's `VideoMetadata`.
+
+    Example:
+        ```python
+        prompts = RecipePrompts(processor, frames, metadata)
+        prompts.video_prompt("Describe the video.")  # the expanded video turn and the assistant's opening
+        ```
+    """
+
+    def __init__(self, processor, frames: np.ndarray, metadata):
+        self.processor, self.family, self.metadata = processor, processor.family_class, metadata
+        self.tokenizer = processor.tokenizer
+        # the given clip's pixels: the prompts depend on the sampling and frame count, not on the content
+        self.reference_pixels = self.family.video_pixels(processor, frames, processor.longest_edge)
+
+    def pixels(self, frames: np.ndarray) -> dict[str, torch.Tensor]:
+        """The family's vision inputs of one clip (`{"pixel_values": [n, 3, H, W]}` for SmolVLM2)."""
+        return self.family.video_pixels(self.processor, frames, self.processor.longest_edge)
+
+    def batch_pixels(self, clips: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+        """Several clips' `pixels` as one batch of the family's video inputs."""
+        return self.family.collate_video_pixels(clips)
+
+    def video_prompt(self, question: str) -> str:
+        """One user turn `[video, question]` and the assistant's opening."""
+        return self.family.video_text(self.processor, self.metadata, self.reference_pixels, question, True)
+
+    def text_prompt(self, question: str) -> str:
+        """One text-only user turn and the assistant's opening (zero visual tokens)."""
+        return self.family.query_text(self.processor, question)
+
+    def answer_ids(self, answer: str) -> list[int]:
+        """The scored part of a task: the answer as the chat template renders it, and the end of the turn."""
+        return response_token_ids(self.processor, answer)
+
+    def dialog(self, caption: str, question: str) -> str:
+        """See `dialog_turn`."""
+        return dialog_turn(self.processor, caption, question)
 
 
-def chat(user_text: str, answer: str | None = None) -> str:
-    prompt = f"<|im_start|>User: {user_text}<end_of_utterance>\nAssistant:"
-    return prompt if answer is None else prompt + f" {answer}<end_of_utterance>"
+_MARK = "\x00turn\x00"
 
 
-def pixel_values(frames: np.ndarray) -> torch.Tensor:
-    """uint8 `[..., H, W, 3]` to SmolVLM's normalized `[..., 3, H, W]` float32 (mean 0.5, std 0.5)."""
-    x = torch.from_numpy(frames).float().div_(255.0)
-    return x.sub_(0.5).div_(0.5).movedim(-1, -3).contiguous()
+def dialog_turn(processor, caption: str, question: str) -> str:
+    """The user text that, asked as one turn, renders exactly as the conversation caption prompt / caption / question.
+
+    A dialog-format question is the turn after the model's own description of the video; training and
+    evaluation ask it as one user turn holding this text, and the checkpoint's `recall` answering protocol
+    (`hn.answer`, `hn.answer_with_video`) asks the same conversation turn by turn: the token ids are the
+    same for every family (for SmolVLM2 the text is `toy_world.dialog_prompt`'s).
+
+    Args:
+        processor: the base model's `Video2LoraProcessor` (its chat template).
+        caption: the description the model gave to `toy_world.CAPTION_PROMPT`.
+        question: the question.
+
+    Returns:
+        The user text.
+    """
+    head, tail = processor.chat_text([{"role": "user", "content": _MARK}]).split(_MARK)
+    conversation = processor.chat_text([
+        {"role": "user", "content": toy_world.CAPTION_PROMPT},
+        {"role": "assistant", "content": caption},
+        {"role": "user", "content": question},
+    ])  # fmt: skip
+    if not (conversation.startswith(head) and conversation.endswith(tail)):
+        raise ValueError("The chat template does not render a conversation as one user turn's head and tail.")
+    return conversation[len(head) : len(conversation) - len(tail)]
 
 
 class PackedTasks:
@@ -45,32 +97,30 @@ class PackedTasks:
     Every task's tokens attend to the prefix and to their own earlier tokens only, and keep the
     positions they would have alone, so the loss equals the sum over separate sequences while the
     video is encoded once. This is only a training speed-up: evaluation uses plain prompts.
+
+    Args:
+        prompts: the recipe's `RecipePrompts`.
+        qa_format: `"direct"`, `"reasoned"` or `"dialog"` (see `RecipeConfig.qa_format`).
     """
 
-    def __init__(self, tokenizer, prefix: str, qa_format: str = "direct"):
-        self.tokenizer = tokenizer
-        self.qa_format = qa_format
+    def __init__(self, prompts: RecipePrompts, qa_format: str = "direct"):
+        self.prompts, self.tokenizer, self.qa_format = prompts, prompts.tokenizer, qa_format
         # the longest token prefix that every prompt on this video shares
-        probes = [
-            tokenizer(chat(prefix + q), add_special_tokens=False)["input_ids"]
-            for q in ("Describe", "What", "A")
-        ]
+        probes = [self._ids(prompts.video_prompt(q)) for q in ("Describe", "What", "A")]
         n = 0
         while all(len(x) > n and x[n] == probes[0][n] for x in probes):
             n += 1
         self.prefix_ids = probes[0][:n]
-        self.prefix_text = prefix
-        self._cache: dict[tuple[str, str], tuple[list[int], list[int]]] = {}
+        self._cache: dict[tuple[str, ...], tuple[list[int], list[int]]] = {}
 
-    def _answer_ids(self, answer: str) -> list[int]:
-        """The scored part of every task: the answer and the end of the turn."""
-        return self.tokenizer(f" {answer}<end_of_utterance>", add_special_tokens=False)["input_ids"]
+    def _ids(self, text: str) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
     def segment(self, question: str, answer: str) -> tuple[list[int], list[int]]:
         key = (question, answer)
         if key not in self._cache:
-            prompt = self.tokenizer(chat(self.prefix_text + question), add_special_tokens=False)["input_ids"]
-            target = self._answer_ids(answer)
+            prompt = self._ids(self.prompts.video_prompt(question))
+            target = self.prompts.answer_ids(answer)
             p = len(self.prefix_ids)
             if prompt[:p] != self.prefix_ids:
                 raise ValueError("The video prefix does not tokenize the same inside a full prompt.")
@@ -84,19 +134,13 @@ class PackedTasks:
         if key in self._cache:
             return self._cache[key]
         if self.qa_format == "dialog":
-            prompt = self.tokenizer(
-                chat(toy_world.dialog_prompt(description, question, end_of_turn_token="<end_of_utterance>")),
-                add_special_tokens=False,
-            )["input_ids"]
-            target = self._answer_ids(answer)
+            prompt = self._ids(self.prompts.text_prompt(self.prompts.dialog(description, question)))
+            target = self.prompts.answer_ids(answer)
             self._cache[key] = (prompt + target, [-100] * len(prompt) + target)
         else:
-            prompt = self.tokenizer(chat(question), add_special_tokens=False)["input_ids"]
-            given = self.tokenizer(f" {description}", add_special_tokens=False)["input_ids"]
-            full = self.tokenizer(
-                f" {toy_world.reasoned_answer(description, answer)}<end_of_utterance>",
-                add_special_tokens=False,
-            )["input_ids"]
+            prompt = self._ids(self.prompts.text_prompt(question))
+            given = self.prompts.answer_ids(description)[:-1]  # the description, without the end of turn
+            full = self.prompts.answer_ids(toy_world.reasoned_answer(description, answer))
             if full[: len(given)] != given:
                 raise ValueError("A description does not tokenize the same inside a reasoned answer.")
             self._cache[key] = (prompt + full, [-100] * (len(prompt) + len(given)) + full[len(given) :])
@@ -147,8 +191,8 @@ class PackedTasks:
             width, dtype=torch.bool
         )  # padding rows see themselves
         return {
-            "input_ids": input_ids,
-            "attention_mask": mask[:, None],
-            "position_ids": position_ids,
-            "labels": label_t,
+            "input_ids": input_ids,  # [B, S]
+            "attention_mask": mask[:, None],  # [B, 1, S, S]
+            "position_ids": position_ids,  # [B, S]
+            "labels": label_t,  # [B, S]
         }

@@ -3,8 +3,9 @@
 Steps (each writes into `--work-dir` and is skipped when its output exists, unless `--force`):
 
 1. `world`: generate the seeded world (mp4 clips + JSONL manifests) and decode every clip once.
-2. `base`: train a tiny `SmolVLMForConditionalGeneration` from scratch, with its own tokenizer, to
-   caption and answer questions with the video in its context (the "base with video" model).
+2. `base`: train a tiny VLM of `--set family=...` (SmolVLM2 by default, or LLaVA-OneVision) from
+   scratch, with its own tokenizer, to caption and answer questions with the video in its context
+   (the "base with video" model).
 3. `teacher`: cache the base model's greedy captions of the train and validation clips.
 4. `hypernet`: train a `Video2LoraHypernetwork` on captioning only, against the teacher captions.
 5. `eval`: evaluate base-with-video against Video2LoRA (zero visual tokens) on the test split.
@@ -13,6 +14,7 @@ Steps (each writes into `--work-dir` and is skipped when its output exists, unle
 Usage:
     python examples/tiny_world/train.py --work-dir runs/tiny_world            # the full recipe
     python examples/tiny_world/train.py --work-dir /tmp/tw --preset smoke     # minutes, for tests
+    python examples/tiny_world/train.py --work-dir runs/tw-llava --set family=llava_onevision
 """
 
 from __future__ import annotations
@@ -28,9 +30,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from prompts import PackedTasks, chat, pixel_values, video_prompt_text
+from base_model import aux_grid, build_base_model, capture_aux_tokens, load_base, save_base
+from prompts import PackedTasks, RecipePrompts
+from world_data import load_frames, recipe_prompts
 
 from transformers_v2l import toy_world
+from transformers_v2l.families import family_class
 
 # ---- settings -------------------------------------------------------------------------------
 
@@ -40,6 +45,7 @@ class RecipeConfig:
     """Every knob of the recipe; presets below change a few of them."""
 
     seed: int = 0
+    family: str = "smolvlm"  # the base VLM's family (a key of base_model.BASE_MODELS)
     caption_styles: str = "video"  # comma-separated toy_world.CAPTION_STYLES: caption rows per clip
     num_train: int = 2400  # clips
     num_validation: int = 200
@@ -64,7 +70,7 @@ class RecipeConfig:
     base_lr: float = 2e-3
     aux_weight: float = 1.0  # dense per-cell color/shape target on the connector output (training only)
     # "dialog" (the shipped model): a question is the second user turn, after the model's own answer
-    # to the caption prompt (`toy_world.dialog_prompt`); "direct": the answer alone, with the video in
+    # to the caption prompt (`prompts.dialog_turn`); "direct": the answer alone, with the video in
     # context; "reasoned": "<description> Answer: <answer>". See docs/results.md
     qa_format: str = "dialog"
     # dialog only: who answers Video2LoRA's question turn, after the caption its adapter produced:
@@ -95,8 +101,6 @@ PRESETS = {
     ),
 }
 
-HEADER_WORDS = {4: "four", 8: "eight", 12: "twelve", 16: "sixteen"}
-
 
 def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
@@ -105,28 +109,19 @@ def log(message: str) -> None:
 # ---- step 1: world and decoded frames -------------------------------------------------------
 
 
-def decode_clip(
-    path: str, num_frames: int, target_fps: float = 1.0
-) -> tuple[np.ndarray, list[int], float, float]:
-    """Decode a clip with PyAV and sample frames with SmolVLM2's rule.
+def decode_clip(path: str, cfg: RecipeConfig) -> tuple[np.ndarray, list[int], float, float]:
+    """Decode a clip with the library's reader and sample frames with the family's rule.
 
     Returns:
         `(frames [n, H, W, 3] uint8, indices, native fps, duration in seconds)`.
     """
-    import av
+    from transformers_v2l.video_io import load_video
 
-    with av.open(path) as container:
-        stream = container.streams.video[0]
-        fps = float(stream.average_rate)
-        frames = np.stack([f.to_ndarray(format="rgb24") for f in container.decode(stream)])
-    total = len(frames)
-    duration = total / fps
-    n = max(1, min(round(target_fps * duration), num_frames))
-    start, end = 0, total - 1
-    if duration - 2 > num_frames * target_fps:
-        start, end = int(fps), int(total - fps)
-    indices = sorted({int(i) for i in np.linspace(start, end, n)})
-    return frames[indices], indices, fps, duration
+    family = family_class(cfg.family)
+    frames, meta = load_video(path, num_frames=cfg.num_frames, target_fps=family.defaults.fps,
+                              skip_secs=family.defaults.skip_secs, sampler=family.sample_frame_indices,
+                              compute_sha256=False)  # fmt: skip
+    return frames, list(meta.frame_indices), meta.fps, meta.duration
 
 
 def build_world(work: Path, cfg: RecipeConfig) -> dict[str, Path]:
@@ -143,7 +138,7 @@ def build_world(work: Path, cfg: RecipeConfig) -> dict[str, Path]:
         if cache.exists():
             continue
         rows = [r for r in toy_world.read_manifest(manifest) if r["id"].endswith("-caption")]  # one per clip
-        decoded = [decode_clip(r["video_path"], cfg.num_frames) for r in rows]
+        decoded = [decode_clip(r["video_path"], cfg) for r in rows]
         indices = decoded[0][1]
         assert all(d[1] == indices for d in decoded), "every clip should sample the same frame indices"
         frames = np.stack([d[0] for d in decoded])  # [N, n, H, W, 3]
@@ -154,56 +149,7 @@ def build_world(work: Path, cfg: RecipeConfig) -> dict[str, Path]:
     return manifests
 
 
-def load_frames(work: Path, split: str) -> dict:
-    data = np.load(work / "world" / f"{split}_frames.npz")
-    return {k: data[k] for k in data.files}
-
-
-# ---- tokenizer ------------------------------------------------------------------------------
-
-
-def build_tokenizer(cfg: RecipeConfig):
-    from transformers_v2l.families.smolvlm import SmolVLMFamily
-
-    corpus = toy_world.corpus(tuple(cfg.caption_styles.split(",")), answer_marker=cfg.qa_format == "reasoned")
-    header = video_prompt_text(list(range(0, 16, 2)), 2.0, 8.0, 1).replace("<image>", "")
-    corpus += [header] * 50 + [f"Frame from 00:{s:02d}: 0:00:{s:02d}" for s in range(16)] * 20
-    corpus += ["Internalize this video for later captioning.", "User: Assistant:"] * 50
-    return SmolVLMFamily.build_tokenizer(corpus, cfg.vocab_size)
-
-
 # ---- step 2: the base VLM -------------------------------------------------------------------
-
-
-def build_base_model(cfg: RecipeConfig, tokenizer):
-    from transformers import SmolVLMConfig, SmolVLMForConditionalGeneration
-
-    config = SmolVLMConfig(
-        vision_config={
-            "model_type": "smolvlm_vision", "hidden_size": cfg.vision_hidden, "num_hidden_layers": cfg.vision_layers,
-            "num_attention_heads": cfg.vision_heads, "intermediate_size": cfg.vision_intermediate,
-            "image_size": cfg.image_size, "patch_size": cfg.patch_size,
-        },
-        text_config={
-            "model_type": "llama", "hidden_size": cfg.text_hidden, "num_hidden_layers": cfg.text_layers,
-            "intermediate_size": cfg.text_intermediate, "num_attention_heads": cfg.text_heads,
-            "num_key_value_heads": cfg.text_kv_heads, "vocab_size": len(tokenizer), "rms_norm_eps": 1e-5,
-            "max_position_embeddings": 1024, "pad_token_id": tokenizer.pad_token_id,
-            "bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id,
-        },
-        scale_factor=cfg.scale_factor,
-        image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
-        tie_word_embeddings=False,
-    )  # fmt: skip
-    torch.manual_seed(cfg.seed)
-    model = SmolVLMForConditionalGeneration(config)
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
-    model.generation_config.eos_token_id = tokenizer.eos_token_id
-    return model
-
-
-def image_seq_len(cfg: RecipeConfig) -> int:
-    return (cfg.image_size // cfg.patch_size) ** 2 // cfg.scale_factor**2
 
 
 def _captions(rows: list[dict]) -> dict[str, str]:
@@ -211,14 +157,16 @@ def _captions(rows: list[dict]) -> dict[str, str]:
     return {r["metadata"]["clip_id"]: r["target_text"] for r in rows if r["id"].endswith("-caption")}
 
 
-def clip_tasks(rows: list[dict], qa_format: str = "direct") -> dict[str, list[tuple[str, str]]]:
+def clip_tasks(rows: list[dict], qa_format: str = "direct", dialog=None) -> dict[str, list[tuple[str, str]]]:
     """`{clip_id: [(prompt, target), ...]}` with the caption first.
 
     With `qa_format="reasoned"`, question targets become `"<caption> Answer: <answer>"`; with
-    `"dialog"`, question prompts become `dialog_prompt(<caption>, <question>)`.
+    `"dialog"`, question prompts become `dialog(<caption>, <question>)` (`RecipePrompts.dialog`).
     """
     if qa_format not in ("direct", "reasoned", "dialog"):
         raise ValueError(f"qa_format must be 'direct', 'reasoned' or 'dialog', not {qa_format!r}")
+    if qa_format == "dialog" and dialog is None:
+        raise ValueError("qa_format='dialog' needs the base model's dialog prompt (RecipePrompts.dialog).")
     tasks: dict[str, list[tuple[str, str]]] = {}
     captions = _captions(rows)
     for row in rows:
@@ -227,7 +175,7 @@ def clip_tasks(rows: list[dict], qa_format: str = "direct") -> dict[str, list[tu
             target = toy_world.reasoned_answer(captions[row["metadata"]["clip_id"]], target)
         if row["task_type"] == "qa" and qa_format == "dialog":
             caption = captions[row["metadata"]["clip_id"]]
-            prompt = toy_world.dialog_prompt(caption, prompt, end_of_turn_token="<end_of_utterance>")
+            prompt = dialog(caption, prompt)
         tasks.setdefault(row["metadata"]["clip_id"], []).append((prompt, target))
     return tasks
 
@@ -259,39 +207,30 @@ def train_base(work: Path, cfg: RecipeConfig, manifests: dict[str, Path]) -> Pat
     out = work / "base"
     if (out / "model.safetensors").exists():
         return out
-    from transformers_v2l.families.smolvlm import SmolVLMFamily
-
-    tokenizer = build_tokenizer(cfg)
-    model = build_base_model(cfg, tokenizer)
+    model, tokenizer = build_base_model(cfg)
     log(
-        f"base VLM: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters, vocab {len(tokenizer)}"
+        f"base VLM ({cfg.family}): {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters, "
+        f"vocab {len(tokenizer)}"
     )
+    init = save_base(cfg, model, tokenizer, work / "base.init")  # the processor files the prompts come from
+    prompts = recipe_prompts(work, cfg, init)
     train = load_frames(work, "train")
     train_rows = toy_world.read_manifest(manifests["train"])
-    tasks = clip_tasks(train_rows, cfg.qa_format)
+    tasks = clip_tasks(train_rows, cfg.qa_format, prompts.dialog)
     reading = cfg.qa_format in ("reasoned", "dialog") and cfg.text_only_tasks > 0
     text_questions = text_only_questions(train_rows) if reading else {}  # indexed once, sampled every step
-    prefix = video_prompt_text(
-        list(train["indices"]), float(train["fps"]), float(train["duration"]), image_seq_len(cfg)
-    )
-    pixels = pixel_values(train["frames"])  # [N, n, 3, H, W]
+    clip_pixels = [prompts.pixels(frames) for frames in train["frames"]]  # {key: [n, 3, H, W]} per clip
     ids = list(train["ids"])
     rng = np.random.default_rng(cfg.seed)
-    # auxiliary dense target (training only, then discarded): what each image token's cell shows
-    grid = cfg.image_size // cfg.patch_size // cfg.scale_factor
-    meta = {
-        r["metadata"]["clip_id"]: r["metadata"]
-        for r in toy_world.read_manifest(manifests["train"])
-        if r["task_type"] == "caption"
-    }
+    # auxiliary dense target (training only, then discarded): what each image cell shows
+    meta = {r["metadata"]["clip_id"]: r["metadata"] for r in train_rows if r["task_type"] == "caption"}
+    frame_indices = [int(x) for x in train["indices"]]
     targets = torch.from_numpy(
-        np.stack([toy_world.grid_targets(meta[i], [int(x) for x in train["indices"]], grid) for i in ids])
-    )
+        np.stack([toy_world.grid_targets(meta[i], frame_indices, aux_grid(cfg)) for i in ids])
+    )  # [N, frames, cells, attributes]
     aux_head = torch.nn.Linear(cfg.text_hidden, targets.shape[-1])
     captured = {}
-    hook = model.model.connector.register_forward_hook(
-        lambda module, args, output: captured.update(tokens=output)
-    )
+    hook = capture_aux_tokens(cfg, model, captured)
     params = [*model.parameters(), *aux_head.parameters()]
     optimizer = torch.optim.AdamW(params, lr=cfg.base_lr, weight_decay=0.01, betas=(0.9, 0.98))
     warmup = max(1, cfg.base_steps // 20)
@@ -301,7 +240,7 @@ def train_base(work: Path, cfg: RecipeConfig, manifests: dict[str, Path]) -> Pat
     )
     model.train()
     start, running, history = time.time(), None, []
-    packer = PackedTasks(tokenizer, prefix, cfg.qa_format)
+    packer = PackedTasks(prompts, cfg.qa_format)
     for step in range(cfg.base_steps):
         batch = rng.choice(len(ids), size=cfg.base_batch, replace=False)
         text_tasks = (
@@ -310,7 +249,8 @@ def train_base(work: Path, cfg: RecipeConfig, manifests: dict[str, Path]) -> Pat
             else None
         )
         inputs = packer.batch([tasks[ids[i]] for i in batch], text_tasks)
-        loss = lm_loss = model(pixel_values=pixels[batch], **inputs).loss
+        pixels = prompts.batch_pixels([clip_pixels[i] for i in batch])
+        loss = lm_loss = model(**pixels, **inputs).loss
         if cfg.aux_weight > 0:
             logits = aux_head(captured["tokens"]).view(
                 *targets[batch].shape
@@ -329,36 +269,32 @@ def train_base(work: Path, cfg: RecipeConfig, manifests: dict[str, Path]) -> Pat
     hook.remove()
     model.eval()
     tmp = work / "base.tmp"
-    SmolVLMFamily.save_tiny_model(model, tokenizer, tmp, longest_edge=cfg.image_size)
-    _patch_preprocessor(tmp, cfg)
+    save_base(cfg, model, tokenizer, tmp)
     (tmp / "training_losses.json").write_text(json.dumps(history))
     os.replace(tmp, out)
     log(f"base VLM trained in {time.time() - start:.0f}s")
     return out
 
 
-def _patch_preprocessor(path: Path, cfg: RecipeConfig) -> None:
-    """Record the recipe's frame sampling (1 fps, at most `num_frames`) in the processor files."""
-    config_path = path / "preprocessor_config.json"
-    pre = json.loads(config_path.read_text())
-    pre["video_sampling"]["max_frames"] = cfg.num_frames
-    config_path.write_text(json.dumps(pre, indent=2))
-
-
 @torch.no_grad()
 def generate_with_video(
-    model, tokenizer, prefix: str, pixels: torch.Tensor, questions: list[str], max_new_tokens: int = 32
-):
+    model,
+    prompts: RecipePrompts,
+    pixels: dict[str, torch.Tensor],
+    questions: list[str],
+    max_new_tokens: int = 32,
+) -> list[str]:
     """Greedy answers of the base model with the video in context, batched (left padding)."""
-    prompts = [tokenizer(chat(prefix + q), add_special_tokens=False)["input_ids"] for q in questions]
-    width = max(len(p) for p in prompts)
-    input_ids = torch.full((len(prompts), width), tokenizer.pad_token_id, dtype=torch.long)
+    tokenizer = prompts.tokenizer
+    rows = [tokenizer(prompts.video_prompt(q), add_special_tokens=False)["input_ids"] for q in questions]
+    width = max(len(p) for p in rows)
+    input_ids = torch.full((len(rows), width), tokenizer.pad_token_id, dtype=torch.long)
     mask = torch.zeros_like(input_ids)
-    for i, p in enumerate(prompts):
+    for i, p in enumerate(rows):
         input_ids[i, width - len(p) :] = torch.tensor(p)
         mask[i, width - len(p) :] = 1
     out = model.generate(
-        input_ids=input_ids, attention_mask=mask, pixel_values=pixels, max_new_tokens=max_new_tokens, do_sample=False,
+        input_ids=input_ids, attention_mask=mask, **pixels, max_new_tokens=max_new_tokens, do_sample=False,
         pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
     )  # fmt: skip
     return [t.strip() for t in tokenizer.batch_decode(out[:, width:], skip_special_tokens=True)]
@@ -368,29 +304,17 @@ def quick_eval_base(
     work: Path, cfg: RecipeConfig, manifests: dict[str, Path], split: str, limit: int = 64
 ) -> dict:
     """Caption token F1 and QA exact match of the base model with the video in context."""
-    from transformers import AutoTokenizer, SmolVLMForConditionalGeneration
-
-    model = SmolVLMForConditionalGeneration.from_pretrained(work / "base").eval()
-    tokenizer = AutoTokenizer.from_pretrained(work / "base")
+    model, _ = load_base(work / "base")
+    prompts = recipe_prompts(work, cfg, work / "base", split)
     data = load_frames(work, split)
-    prefix = video_prompt_text(
-        list(data["indices"]), float(data["fps"]), float(data["duration"]), image_seq_len(cfg)
-    )
     tasks = clip_tasks(toy_world.read_manifest(manifests[split]))
-    pixels = pixel_values(data["frames"][:limit])
     f1s, ems, by_kind = [], [], {}
     rows = [r for r in toy_world.read_manifest(manifests[split]) if r["task_type"] == "qa"]
     kinds = {(r["metadata"]["clip_id"], r["prompt"]): r["metadata"]["qa_kind"] for r in rows}
     for i, clip_id in enumerate(data["ids"][:limit]):
         pairs = tasks[clip_id]
-        answers = generate_with_video(
-            model,
-            tokenizer,
-            prefix,
-            pixels[i : i + 1].expand(len(pairs), -1, -1, -1, -1).contiguous(),
-            [q for q, _ in pairs],
-            max_new_tokens=48,
-        )
+        pixels = prompts.batch_pixels([prompts.pixels(data["frames"][i])] * len(pairs))
+        answers = generate_with_video(model, prompts, pixels, [q for q, _ in pairs], max_new_tokens=48)
         f1s.append(token_f1(answers[0], pairs[0][1]))
         for (q, a), pred in zip(pairs[1:], answers[1:]):
             em = float(normalize(toy_world.final_answer(pred)) == normalize(a))
@@ -442,9 +366,10 @@ def ship(work: Path, assets: Path) -> Path:
     for name in ("recipe.json", "timings.json"):
         if (work / name).exists():
             shutil.copy2(work / name, tmp / name)
+    model_class = json.loads((work / "base" / "config.json").read_text())["architectures"][0]
     (tmp / "README.md").write_text(
         "# The tiny-world default model\n\n"
-        "`base/`: a `SmolVLMForConditionalGeneration` trained from scratch on `transformers_v2l.toy_world` "
+        f"`base/`: a `{model_class}` trained from scratch on `transformers_v2l.toy_world` "
         "(with its tokenizer and processor files); `hypernet/`: a `Video2LoraHypernetwork` trained for it on "
         "captioning only. Produced by `examples/tiny_world/train.py` (settings in `recipe.json`, seconds per step "
         "in `timings.json`); results in `docs/results.md`. Load with "
@@ -505,11 +430,11 @@ def main(argv: list[str] | None = None) -> int:
         hn, losses = timed("hypernet", train_hypernetwork, work, cfg)
         log(f"validation caption loss: {losses}")
     if "eval" in args.steps:
-        from evaluate import evaluate
+        from measure import evaluate
 
         summary = timed("eval", evaluate, work, cfg, hn, args.eval_limit)
         log(json.dumps({k: v for k, v in summary.items() if k != "report_markdown"}, indent=1))
-        from evaluate import render_results
+        from measure import render_results
 
         command = "python examples/tiny_world/train.py " + " ".join(
             argv if argv is not None else sys.argv[1:]

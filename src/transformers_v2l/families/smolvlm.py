@@ -502,6 +502,8 @@ class SmolVLMFamily(Video2LoraFamily):
         image_size: int = 64,
         patch_size: int = 8,
         scale_factor: int = 2,
+        text: dict[str, Any] | None = None,
+        vision: dict[str, Any] | None = None,
         dtype: torch.dtype = torch.float32,
     ):
         """A tiny `SmolVLMForConditionalGeneration` and its tokenizer, built offline in well under a second.
@@ -516,6 +518,8 @@ class SmolVLMFamily(Video2LoraFamily):
             image_size: vision tower input size in pixels.
             patch_size: vision tower patch size in pixels.
             scale_factor: pixel-shuffle factor of the connector.
+            text: more Llama text-config fields, for example `{"num_attention_heads": 8}`.
+            vision: more vision-config fields, for example `{"hidden_size": 128, "num_hidden_layers": 2}`.
             dtype: the weights' dtype.
 
         Returns:
@@ -531,10 +535,10 @@ class SmolVLMFamily(Video2LoraFamily):
             "hidden_size": hidden_size, "num_hidden_layers": num_layers, "intermediate_size": intermediate_size,
             "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": len(tokenizer),
             "max_position_embeddings": 4096, "pad_token_id": tokenizer.pad_token_id,
-            "bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id,
+            "bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id, **(text or {}),
         }  # fmt: skip
         vision = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64,
-                  "image_size": image_size, "patch_size": patch_size}  # fmt: skip
+                  "image_size": image_size, "patch_size": patch_size, **(vision or {})}  # fmt: skip
         config = cls._config(vision, text, scale_factor, tokenizer.convert_tokens_to_ids("<image>"))
         torch.manual_seed(seed)
         model = cls.model_class()(config).to(dtype).eval()
