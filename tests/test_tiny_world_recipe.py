@@ -45,6 +45,18 @@ def _threads():
     torch.set_num_threads(previous)
 
 
+@pytest.mark.parametrize(
+    ("setting", "words"),
+    [("family=qwen2_5_vl", "trains the families ['llava_onevision', 'smolvlm'], not 'qwen2_5_vl'"),
+     ("nope=1", "RecipeConfig has no field 'nope'"), ("base_steps=x", "base_steps takes int values")],
+)  # fmt: skip
+def test_bad_recipe_settings_stop_before_any_work(recipe, tmp_path, capsys, setting, words):
+    with pytest.raises(SystemExit) as stopped:
+        recipe.main(["--work-dir", str(tmp_path / "run"), "--set", setting])
+    assert stopped.value.code == 2 and words in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
 @pytest.mark.parametrize("family", ["smolvlm", "llava_onevision"])
 def test_base_training_lowers_the_loss(recipe, tmp_path, family):
     argv = ["--work-dir", str(tmp_path), "--preset", "smoke", "--steps", "world", "base",

@@ -63,9 +63,11 @@ BASE_MODELS = {
 
 
 def spec(cfg) -> BaseModelSpec:
+    """The family's `BaseModelSpec`; raises `ValueError` for a family the recipe does not train."""
     if cfg.family not in BASE_MODELS:
         raise ValueError(
-            f"The tiny-world recipe knows the families {sorted(BASE_MODELS)}, not {cfg.family!r}."
+            f"The tiny-world recipe trains the families {sorted(BASE_MODELS)}, not {cfg.family!r} (Qwen2.5-VL and "
+            "Qwen3-VL place tokens with 3D rotary positions, which the packed batches' 1D position ids do not give)."
         )
     return BASE_MODELS[cfg.family]
 

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from base_model import aux_grid, build_base_model, capture_aux_tokens, load_base, save_base
+from base_model import aux_grid, build_base_model, capture_aux_tokens, load_base, save_base, spec
 from prompts import PackedTasks, RecipePrompts
 from world_data import load_frames, recipe_prompts
 
@@ -399,9 +399,18 @@ def main(argv: list[str] | None = None) -> int:
     cfg = PRESETS[args.preset]
     overrides = {}
     for item in args.set:
-        key, value = item.split("=", 1)
-        overrides[key] = type(getattr(cfg, key))(value)
+        key, _, value = item.partition("=")
+        if not hasattr(cfg, key):
+            parser.error(f"--set {item}: RecipeConfig has no field {key!r}")
+        try:
+            overrides[key] = type(getattr(cfg, key))(value)
+        except ValueError:
+            parser.error(f"--set {item}: {key} takes {type(getattr(cfg, key)).__name__} values")
     cfg = replace(cfg, **overrides)
+    try:
+        spec(cfg)  # an unknown family fails here, before the world is built
+    except ValueError as error:
+        parser.error(str(error))
     torch.set_num_threads(cfg.threads)
     work = args.work_dir
     work.mkdir(parents=True, exist_ok=True)
