@@ -2,8 +2,9 @@
 
 The per-row hooks of `hn.answer` and `v2l serve` compute the update `output + s * (x A) B` in float32 or
 wider, as PEFT does by default. This measures what that costs on the machine at hand, against the same
-update computed in bf16, for a prefill (`--tokens` positions) and for a one-token decoding step, and
-writes the medians to a JSON file.
+update computed in bf16 and against the bf16 module itself (`F.linear`), for a prefill (`--tokens`
+positions) and for a one-token decoding step, and writes the medians, and the update's share of the
+module's multiply-adds, to a JSON file.
 
 Usage:
 
@@ -38,14 +39,18 @@ def median_us(fn, repeats: int, warmup: int = 20) -> float:
 
 
 def measure(tokens: int, d_in: int, d_out: int, rank: int, repeats: int) -> dict[str, float]:
-    """Median microseconds of one bf16 module output updated with the LoRA update computed in each dtype."""
+    """Median microseconds of one bf16 module, and of its output updated with the LoRA update in each dtype."""
     generator = torch.Generator().manual_seed(0)
     lora_a = torch.randn(1, rank, d_in, generator=generator)  # [1, R, d_in], as adapters are stored
     lora_b = torch.randn(1, rank, d_out, generator=generator)  # [1, R, d_out]
-    results = {}
+    weight = torch.randn(d_out, d_in, generator=generator).to(torch.bfloat16)  # the base module's weight
+    results = {"update_share_of_module_macs": rank * (d_in + d_out) / (d_in * d_out)}
     for name, length in (("prefill", tokens), ("decode", 1)):
         x = torch.randn(1, length, d_in, generator=generator).to(torch.bfloat16)  # [1, S, d_in]
         output = torch.randn(1, length, d_out, generator=generator).to(torch.bfloat16)  # [1, S, d_out]
+        results[f"{name}_module_bfloat16_us"] = median_us(
+            lambda x=x: torch.nn.functional.linear(x, weight), repeats
+        )
         for dtype in (torch.float32, torch.bfloat16):
             a, b = lora_a.to(dtype).transpose(-1, -2), lora_b.to(dtype)  # [1, d_in, R], [1, R, d_out]
             label = f"{name}_{str(dtype).removeprefix('torch.')}_us"

@@ -60,6 +60,7 @@ def test_lora_update_dtype_benchmark_writes_its_medians(tmp_path):
     report = json.loads(out.read_text())
     assert report["settings"] == {"tokens": 3, "d_in": 16, "d_out": 8, "rank": 2}
     assert set(report["medians"]) == {
-        f"{p}_{d}_us" for p in ("prefill", "decode") for d in ("float32", "bfloat16")
-    }
+        f"{p}_{d}_us" for p in ("prefill", "decode") for d in ("float32", "bfloat16", "module_bfloat16")
+    } | {"update_share_of_module_macs"}
+    assert report["medians"]["update_share_of_module_macs"] == 2 * (16 + 8) / (16 * 8)
     assert all(value > 0 for value in report["medians"].values())
