@@ -33,29 +33,29 @@ def load_processor(path: Path, cfg):
     )
 
 
-def cached_video_loader(work: Path, split: str):
-    """`(example) -> (frames, VideoMetadata)` from the decoded-frame cache, so no step decodes twice."""
+def clip_metadata(data: dict, video_path: str):
+    """The `VideoMetadata` of any clip of a split from `load_frames` (every clip shares the sampling)."""
     from transformers_v2l.video_sampling import VideoMetadata
 
-    data = load_frames(work, split)
-    index = {clip_id: i for i, clip_id in enumerate(data["ids"])}
     indices, fps, duration = [int(i) for i in data["indices"]], float(data["fps"]), float(data["duration"])
     size = data["frames"].shape[-2]
+    return VideoMetadata(video_path, None, round(duration * fps), fps, duration, size, size, indices)
+
+
+def cached_video_loader(work: Path, split: str):
+    """`(example) -> (frames, VideoMetadata)` from the decoded-frame cache, so no step decodes twice."""
+    data = load_frames(work, split)
+    index = {clip_id: i for i, clip_id in enumerate(data["ids"])}
 
     def loader(example: dict):
-        i = index[example["metadata"]["clip_id"]]
-        meta = VideoMetadata(
-            example["video_path"], None, round(duration * fps), fps, duration, size, size, indices
+        return data["frames"][index[example["metadata"]["clip_id"]]], clip_metadata(
+            data, example["video_path"]
         )
-        return data["frames"][i], meta
 
     return loader
 
 
 def recipe_prompts(work: Path, cfg, path: Path, split: str = "train") -> RecipePrompts:
     """The prompts of the base model saved at `path`, for the world's frame sampling."""
-    processor = load_processor(path, cfg)
     data = load_frames(work, split)
-    first = {"video_path": "", "metadata": {"clip_id": str(data["ids"][0])}}
-    frames, metadata = cached_video_loader(work, split)(first)
-    return RecipePrompts(processor, frames, metadata)
+    return RecipePrompts(load_processor(path, cfg), data["frames"][0], clip_metadata(data, ""))
